@@ -1,0 +1,19 @@
+#ifndef MR_XMALLOC_H
+#define MR_XMALLOC_H
+
+#include <stddef.h>
+
+/* Allocation wrappers that abort the process on failure, so error paths in
+ * protocol code are about the protocol and never about malloc. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *ptr, size_t size);
+/* reallocarray semantics: multiplication overflow aborts too. */
+void *xreallocarray(void *ptr, size_t nmemb, size_t size);
+char *xstrdup(const char *s);
+/* Copies at most len bytes and always NUL-terminates. */
+char *xstrndup(const char *s, size_t len);
+/* Frees *p and sets it to NULL. */
+#define xfree(pp) do { free(*(pp)); *(pp) = NULL; } while (0)
+
+#endif
