@@ -37,7 +37,7 @@ $(error pkg-config not found: install the Debian package 'pkg-config' (or run 'm
 endif
 $(foreach m,$(PKG_MODULES) $(TEST_PKG_MODULES),$(if $(shell pkg-config --exists $(firstword $(subst :, ,$(m))) && echo ok),,$(error missing library '$(firstword $(subst :, ,$(m)))': install the Debian package '$(lastword $(subst :, ,$(m)))' (or run 'make deps'))))
 DEP_CFLAGS := $(shell pkg-config --cflags $(call pkg_names,$(PKG_MODULES)))
-DEP_LIBS   := $(shell pkg-config --libs $(call pkg_names,$(PKG_MODULES))) -lpthread
+DEP_LIBS   := $(shell pkg-config --libs $(call pkg_names,$(PKG_MODULES))) -lpthread -lm
 TEST_CFLAGS := $(shell pkg-config --cflags cmocka)
 TEST_LIBS   := $(shell pkg-config --libs cmocka)
 endif

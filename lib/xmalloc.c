@@ -5,10 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void xalloc_die(size_t size)
+_Noreturn static void xalloc_die(size_t size)
 {
 	/* No logging machinery here: it may itself need memory. */
 	fprintf(stderr, "fatal: out of memory allocating %zu bytes\n", size);
+	abort();
+}
+
+_Noreturn void xalloc_fail_abort(void)
+{
+	xalloc_die(0);
 	abort();
 }
 

@@ -13,6 +13,9 @@ void *xreallocarray(void *ptr, size_t nmemb, size_t size);
 char *xstrdup(const char *s);
 /* Copies at most len bytes and always NUL-terminates. */
 char *xstrndup(const char *s, size_t len);
+/* Aborts like a failed allocation (for libraries that report allocation
+ * failure as NULL, e.g. libevent's event_new). */
+_Noreturn void xalloc_fail_abort(void);
 /* Frees *p and sets it to NULL. */
 #define xfree(pp) do { free(*(pp)); *(pp) = NULL; } while (0)
 
