@@ -232,6 +232,12 @@ void conn_free(struct conn **cp)
 	conn_destroy(c);
 }
 
+void conn_set_callback(struct conn *c, conn_event_fn *cb, void *context)
+{
+	c->cb = cb;
+	c->context = context;
+}
+
 int conn_start_tls(struct conn *c, SSL *ssl, bool server)
 {
 	if (c->ssl != NULL) {

@@ -43,6 +43,10 @@ struct conn *conn_new(struct event_base *base, int fd, conn_event_fn *cb,
  * caller returns immediately afterwards without touching it. */
 void conn_free(struct conn **c);
 
+/* Hands the connection's events to another owner (e.g. the relay after
+ * the login). */
+void conn_set_callback(struct conn *c, conn_event_fn *cb, void *context);
+
 /* Starts a TLS handshake over the connection, as server or client; the conn
  * owns ssl from now on (also on failure). Bytes read before (with
  * conn_read) stay consumed: call this only at a protocol boundary.

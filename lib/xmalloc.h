@@ -2,6 +2,7 @@
 #define MR_XMALLOC_H
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* Allocation wrappers that abort the process on failure, so error paths in
  * protocol code are about the protocol and never about malloc. */
