@@ -19,11 +19,74 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from harness.dovecot import DovecotBackend, prepare_mail_root  # noqa: E402
+from harness.dovecot import (DovecotBackend, make_self_signed_cert,  # noqa: E402
+                             prepare_mail_root)
 from harness.ports import PortAllocator  # noqa: E402
 from harness.procs import ProcessManager  # noqa: E402
 
 BACKENDS = 3
+PORTS = {"imap": 1143, "imaps": 1993, "pop3": 1110, "pop3s": 1995}
+
+PROXY_CONF = """# written by deploy/demo.py for `make run`
+workers = 2
+log_level = info
+# like Dovecot, treat local connections as secure
+login_trusted_networks = 127.0.0.0/8 ::1/128
+ssl_cert = <{cert}
+ssl_key = <{key}
+auth_failure_delay = 2s
+passdb {{
+  args = {passwd}
+}}
+listener imap {{
+  protocol = imap
+  address = 127.0.0.1:{imap}
+}}
+listener imaps {{
+  protocol = imap
+  address = 127.0.0.1:{imaps}
+  ssl = yes
+}}
+listener pop3 {{
+  protocol = pop3
+  address = 127.0.0.1:{pop3}
+}}
+listener pop3s {{
+  protocol = pop3
+  address = 127.0.0.1:{pop3s}
+  ssl = yes
+}}
+{backends}
+"""
+
+
+def write_proxy_conf(root, backends):
+    cert, key = make_self_signed_cert(os.path.join(root, "proxy-ssl"))
+    passwd = os.path.join(root, "users")
+    with open(passwd, "w") as f:
+        for i in range(1, 1001):
+            f.write("user%d:{PLAIN}pass\n" % i)
+    blocks = "".join(
+        "backend %s {\n  host = %s\n  imap_port = %d\n  pop3_port = %d\n"
+        "  lmtp_port = %d\n}\n" % (b.name, b.host, b.imap_port, b.pop3_port,
+                                   b.lmtp_port) for b in backends)
+    conf = os.path.join(root, "mailring-proxy.conf")
+    with open(conf, "w") as f:
+        f.write(PROXY_CONF.format(cert=cert, key=key, passwd=passwd,
+                                  backends=blocks, **PORTS))
+    return conf, cert
+
+
+def port_busy(port):
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
 
 
 def main():
@@ -56,18 +119,31 @@ def main():
         print("Users: user1 ... user1000, password: pass")
         print()
         proxy = os.path.join(build, "mailring-proxy")
-        if not os.path.exists(proxy):
-            print("NOT running: mailring-proxy is not built yet (issue: the front")
-            print("proxy). Until it exists this demo can only offer the backends it")
-            print("will sit in front of. Try one directly:")
-        b = backends[0]
-        print("  curl -u user1:pass 'imap://%s:%d/INBOX?ALL'" % (b.host, b.imap_port))
-        print("  python3 -c \"import imaplib; m=imaplib.IMAP4('%s', %d); "
-              "print(m.login('user1','pass'))\"" % (b.host, b.imap_port))
+        busy = [p for p in PORTS.values() if port_busy(p)]
+        if busy:
+            sys.exit("demo: ports %s are in use (another demo running?)" % busy)
+        conf, cert = write_proxy_conf(root, backends)
+        from harness.procs import tcp_greeting
+        proc = procs.start("mailring-proxy", [proxy, "-c", conf],
+                           ready=[tcp_greeting("127.0.0.1", PORTS["imap"], b"* OK"),
+                                  tcp_greeting("127.0.0.1", PORTS["pop3"], b"+OK")])
+        print("Running: mailring-proxy (pid %d), config %s" % (proc.pid, conf))
+        print("  IMAP  127.0.0.1:%(imap)d (STARTTLS)   IMAPS 127.0.0.1:%(imaps)d" % PORTS)
+        print("  POP3  127.0.0.1:%(pop3)d (STLS)       POP3S 127.0.0.1:%(pop3s)d" % PORTS)
+        print("  self-signed certificate: %s" % cert)
         print()
-        print("Logs: %s/backend*/dovecot.log (shown below). Ctrl-C stops everything." % root)
+        print("Try:")
+        print("  curl -u user1:pass 'imap://127.0.0.1:%d/INBOX?ALL'" % PORTS["imap"])
+        print("  curl --cacert %s -u user2:pass 'imaps://localhost:%d/INBOX?ALL'" % (cert, PORTS["imaps"]))
+        print("  curl -u user3:pass 'pop3://127.0.0.1:%d/'" % PORTS["pop3"])
+        print("  python3 -c \"import imaplib; m=imaplib.IMAP4('127.0.0.1', %d); "
+              "print(m.login('user1','pass'))\"" % PORTS["imap"])
         print()
-        follow(backends, stopping)
+        print("Each user always lands on the same backend; the proxy log shows which.")
+        print("Logs: %s (proxy on stderr, below; backends in backend*/dovecot.log)." % root)
+        print("Ctrl-C stops everything.")
+        print()
+        follow([proc], stopping)
     finally:
         print("\nstopping demo ...")
         procs.stop_all()
@@ -75,20 +151,20 @@ def main():
         print("stopped; logs kept in %s" % root)
 
 
-def follow(backends, stopping):
-    """Prints new log lines of every backend until asked to stop."""
-    offsets = {b.name: 0 for b in backends}
+def follow(procs_, stopping):
+    """Prints the proxy's log lines until asked to stop."""
+    offsets = {p.stderr_path: 0 for p in procs_}
     while not stopping:
-        for b in backends:
+        for path in offsets:
             try:
-                with open(b.log_path, "rb") as f:
-                    f.seek(offsets[b.name])
+                with open(path, "rb") as f:
+                    f.seek(offsets[path])
                     data = f.read()
-                    offsets[b.name] += len(data)
+                    offsets[path] += len(data)
             except OSError:
                 continue
             for line in data.decode("utf-8", "replace").splitlines():
-                print("[%s] %s" % (b.name, line), flush=True)
+                print(line, flush=True)
         time.sleep(0.3)
 
 

@@ -1,0 +1,123 @@
+#ifndef MR_PROXY_SETTINGS_H
+#define MR_PROXY_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Settings of mailring-proxy, loaded from mailring-proxy.conf. Names follow
+ * Dovecot's where an admin would look for them there. docs/proxy.md lists
+ * every key with an example. */
+
+enum listener_protocol {
+	LISTENER_IMAP = 0,
+	LISTENER_POP3,
+};
+
+struct listener_settings {
+	char *name;
+	unsigned int protocol;          /* enum listener_protocol */
+	struct config_strlist address;  /* "127.0.0.1:143", "[::1]:143" */
+	bool ssl;                       /* implicit TLS (imaps, pop3s) */
+	bool haproxy;                   /* expect a PROXY v1/v2 header */
+};
+
+enum backend_ssl {
+	BACKEND_SSL_NO = 0,
+	BACKEND_SSL_STARTTLS,
+	BACKEND_SSL_YES,
+};
+
+struct backend_settings {
+	char *name;
+	char *host;
+	uint64_t imap_port;
+	uint64_t pop3_port;
+	uint64_t lmtp_port;
+	uint64_t weight;
+	char *tag;
+	unsigned int ssl;               /* enum backend_ssl */
+	bool ssl_verify;
+	char *ssl_ca;
+	char *ssl_host;                 /* name to verify; default: host */
+	bool trusted;                   /* forward client address (ID/XCLIENT) */
+	char *master_user;
+	char *master_password;
+};
+
+struct passdb_settings {
+	char *driver;
+	char *args;
+};
+
+enum user_hash_key {
+	USER_HASH_KEY_USER = 0,
+	USER_HASH_KEY_DOMAIN,
+};
+
+struct proxy_settings {
+	uint64_t workers;
+	unsigned int log_level;
+	bool log_syslog;
+	char *syslog_facility;
+
+	char *ssl_cert;
+	char *ssl_key;
+
+	struct config_nets trusted_networks;
+	struct config_nets haproxy_trusted_networks;
+	bool disable_plaintext_auth;
+
+	uint64_t max_connections;
+	uint64_t max_connections_per_ip;
+	uint64_t login_timeout_msecs;
+	uint64_t idle_timeout_msecs;
+	uint64_t max_line_length;
+	uint64_t max_literal_size;
+	uint64_t max_bad_commands;
+
+	uint64_t auth_failure_delay_msecs;
+	uint64_t auth_penalty_max_msecs;
+	uint64_t auth_cache_size;
+	uint64_t auth_cache_ttl_msecs;
+	uint64_t auth_cache_negative_ttl_msecs;
+	char *auth_username_chars;
+	bool auth_username_lowercase;
+	uint64_t auth_workers;
+	struct passdb_settings passdb;
+
+	uint64_t backend_connect_timeout_msecs;
+	uint64_t backend_login_timeout_msecs;
+	struct config_strlist source_ips;
+	uint64_t max_disconnect_delay_msecs;
+	unsigned int user_hash_key;     /* enum user_hash_key */
+
+	char *rawlog_dir;
+	struct config_strlist rawlog_users;
+	uint64_t shutdown_grace_msecs;
+
+	struct listener_settings *listeners;
+	size_t listener_count;
+	struct backend_settings *backends;
+	size_t backend_count;
+};
+
+extern const struct config_section proxy_settings_schema;
+
+/* Checks what the schema cannot: at least one listener and one backend,
+ * addresses that parse, certificates present when a listener needs TLS,
+ * unique ports... Returns 0, or -1 with a message in err. */
+int proxy_settings_check(const struct proxy_settings *set, char *err,
+			 size_t errsize);
+
+struct auth_settings;
+/* Fills the auth library's settings from ours (strings point into set). */
+void proxy_settings_auth(const struct proxy_settings *set,
+			 struct auth_settings *as);
+
+/* A setting given as "<path" (Dovecot's form for ssl_cert) means path. */
+const char *proxy_settings_path(const char *value);
+
+#endif
