@@ -121,7 +121,7 @@ unit: $(UNIT_BINS)
 
 integration: $(PROGRAMS) $(BENCH_BINS)
 	cd tests/integration && MAILRING_BUILD=$(abspath $(BUILD)) \
-		$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) .
+		$(PYTHON) -m pytest -q -p no:cacheprovider $(or $(PYTEST_ARGS),.)
 
 check: unit integration
 

@@ -72,9 +72,9 @@ static void imap_bad_command(struct client *c, struct str tag,
 
 static void imap_set_tag(struct imap_client_state *st, struct str tag)
 {
-	/* tags are atoms already validated by the parser; cap the copy */
-	if (!str_copy(tag, st->tag, sizeof(st->tag)))
-		str_copy(STR("*"), st->tag, sizeof(st->tag));
+	/* a valid atom, bounded by max_line_length like the whole line */
+	free(st->tag);
+	st->tag = xstrndup(tag.p, tag.len);
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -105,9 +105,26 @@ static void cmd_starttls(struct client *c, const struct imap_command *cmd)
 	client_start_tls(c);
 }
 
-/* Keeps the client's ID fields as `"key" "value"` pairs for the backend:
- * only printable ASCII without quotes or backslashes survives, so nothing
- * the client sends can break out of the backend's ID command. */
+/* Appends s as a quoted string, with every byte that could end the string
+ * or the command (quotes, backslashes, controls, 8-bit) replaced by '_'. */
+static int append_id_quoted(struct buf *out, struct str s)
+{
+	if (buf_append_byte(out, '"') < 0)
+		return -1;
+	for (size_t i = 0; i < s.len; i++) {
+		char ch = s.p[i];
+		if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\')
+			ch = '_';
+		if (buf_append_byte(out, (uint8_t)ch) < 0)
+			return -1;
+	}
+	return buf_append_byte(out, '"');
+}
+
+/* Keeps the client's ID fields as `"key" "value"` pairs for the backend
+ * (bounded in count and bytes), so Roundcube-style clients are seen by the
+ * backend as they are; nothing the client sends can break out of the
+ * backend's ID command, and the proxy's own x-* fields cannot be forged. */
 static void cmd_id(struct client *c, const struct imap_command *cmd)
 {
 	struct buf *kept = buf_new(64, IMAP_ID_MAX_BYTES);
@@ -117,33 +134,17 @@ static void cmd_id(struct client *c, const struct imap_command *cmd)
 		size_t n = cmd->args[0].list_count;
 		for (size_t i = 0; i + 1 < n && i / 2 < IMAP_ID_MAX_FIELDS; i += 2) {
 			struct str k, v;
-			if (!imap_arg_get_astring(&list[i], &k))
-				continue;
-			if (list[i + 1].type == IMAP_ARG_NIL ||
-			    !imap_arg_get_astring(&list[i + 1], &v))
-				continue;
-			/* the proxy's own x-* fields must not be forged */
-			if (str_has_prefix_nocase(k, STR("x-")))
+			if (!imap_arg_get_astring(&list[i], &k) ||
+			    list[i + 1].type == IMAP_ARG_NIL ||
+			    !imap_arg_get_astring(&list[i + 1], &v) ||
+			    str_has_prefix_nocase(k, STR("x-")))
 				continue;
 			size_t mark = kept->len;
-			bool ok = buf_append_cstr(kept, kept->len > 0 ? " \"" : "\"") == 0;
-			for (size_t j = 0; ok && j < k.len + v.len + 3; j++) {
-				char ch;
-				if (j < k.len)
-					ch = k.p[j];
-				else if (j < k.len + 3)
-					ch = "\" \""[j - k.len];
-				else
-					ch = v.p[j - k.len - 3];
-				bool quote_part = j >= k.len && j < k.len + 3;
-				if (!quote_part && (ch < 0x20 || ch > 0x7e ||
-						    ch == '"' || ch == '\\'))
-					ch = '_';
-				ok = buf_append_byte(kept, (uint8_t)ch) == 0;
-			}
-			if (ok)
-				ok = buf_append_byte(kept, '"') == 0;
-			if (!ok) {
+			if ((kept->len > 0 && buf_append_byte(kept, ' ') < 0) ||
+			    append_id_quoted(kept, k) < 0 ||
+			    buf_append_byte(kept, ' ') < 0 ||
+			    append_id_quoted(kept, v) < 0) {
+				/* out of room: keep the fields that fitted */
 				kept->len = mark;
 				kept->data[mark] = '\0';
 				break;
@@ -220,7 +221,7 @@ static bool sasl_plain_parse(struct client *c, const struct buf *decoded)
 static void sasl_step(struct client *c, struct str response)
 {
 	struct imap_client_state *st = c->proto_state;
-	struct str tag = str_cstr(st->tag);
+	struct str tag = str_cstr(st->tag != NULL ? st->tag : "*");
 	struct buf *decoded;
 
 	if (str_eq(response, STR("*"))) {
@@ -431,21 +432,20 @@ static void imap_login_failed(struct client *c, enum auth_result_code code,
 			      const char *resp_code, const char *text)
 {
 	struct imap_client_state *st = c->proto_state;
-	char line[512];
+	struct buf *line = buf_new(256, c->cfg->set.max_line_length + 512);
 	(void)code;
-
 	if (resp_code != NULL)
-		str_printf(line, sizeof(line), "%s NO [%s] %s\r\n", st->tag,
-			   resp_code, text);
+		buf_printf(line, "%s NO [%s] %s\r\n", st->tag, resp_code, text);
 	else
-		str_printf(line, sizeof(line), "%s NO %s\r\n", st->tag, text);
-	client_send_str(c, line);
+		buf_printf(line, "%s NO %s\r\n", st->tag, text);
+	client_send(c, line->data, line->len);
+	buf_free(&line);
 }
 
 static void imap_login_succeeded(struct client *c, struct backend_login *bl)
 {
 	struct imap_client_state *st = c->proto_state;
-	struct buf *line = buf_new(512, 8192);
+	struct buf *line = buf_new(512, 8192 + c->cfg->set.max_line_length);
 
 	if (bl->capability != NULL)
 		buf_printf(line, "%s OK [CAPABILITY %s] Logged in\r\n", st->tag,
@@ -467,6 +467,7 @@ static void imap_free(struct client *c)
 {
 	struct imap_client_state *st = c->proto_state;
 	imap_parser_free(&st->parser);
+	xfree(&st->tag);
 }
 
 const struct client_protocol imap_protocol = {

@@ -19,7 +19,7 @@ enum imap_sasl_step {
 struct imap_client_state {
 	struct imap_parser *parser;
 	enum imap_sasl_step sasl_step;
-	char tag[64]; /* tag of the LOGIN/AUTHENTICATE being answered */
+	char *tag; /* tag of the LOGIN/AUTHENTICATE being answered */
 };
 
 void imap_backend_start(struct backend_login *bl);
