@@ -11,9 +11,11 @@
  * With TLS on either side (or a raw traffic log) a 16 KiB buffer is taken
  * while data is in flight and freed when it has been written.
  *
- * A half-close (EOF) on one side is passed on as a shutdown of the other
- * side's write direction once everything before it was delivered; the
- * session ends when both directions are closed or on any error.
+ * A client's half-close (EOF) is passed on to the backend once everything
+ * before it was delivered, so the backend can still answer. The backend's
+ * EOF, once its last bytes reached the client, ends the session (the
+ * client's close may then be delayed, see max_disconnect_delay), as does
+ * any error.
  */
 #include "proxy.h"
 
@@ -257,16 +259,24 @@ static enum pump_result dir_pump(struct relay *r, struct relay_dir *d)
 		dir_rawlog(d, d->buf, (size_t)n);
 	}
 	if (d->eof && dir_pending(d) == 0 && !d->shut) {
+		if (d == &r->down) {
+			/* The backend is gone and everything it said was
+			 * delivered: the session is over. The client's close
+			 * is the client's business (it may be delayed to
+			 * spread reconnects), not a half-close now. */
+			if (r->end_reason == NULL) {
+				r->end_reason = "Disconnected by server";
+				r->backend_side = true;
+			}
+			return PUMP_DONE;
+		}
+		/* The client half-closed: pass it on after its last bytes;
+		 * the backend answers (LOGOUT) and closes. */
 		conn_shutdown_write(d->dst);
 		d->shut = true;
-		if (r->end_reason == NULL) {
-			r->end_reason = d == &r->up ? "Disconnected by client" :
-						      "Disconnected by server";
-			r->backend_side = d == &r->down;
-		}
+		if (r->end_reason == NULL)
+			r->end_reason = "Disconnected by client";
 	}
-	if (r->up.shut && r->down.shut)
-		return PUMP_DONE;
 	return PUMP_OK;
 }
 

@@ -128,7 +128,8 @@ static size_t make_v2(uint8_t *out, uint8_t cmd, uint8_t fam,
 	out[13] = fam;
 	out[14] = (uint8_t)(body_len >> 8);
 	out[15] = (uint8_t)(body_len & 0xff);
-	memcpy(out + 16, body, body_len);
+	if (body_len > 0)
+		memcpy(out + 16, body, body_len);
 	return 16u + body_len;
 }
 
