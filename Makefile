@@ -173,7 +173,7 @@ install: all
 		case $$p in mailring) dir=bin ;; *) dir=sbin ;; esac; \
 		install -m 755 $(BUILD)/$$p $(DESTDIR)$(PREFIX)/$$dir/$$p; \
 	done
-	cp -R deploy/examples $(DESTDIR)$(PREFIX)/share/mailring/ 2>/dev/null || true
+	install -m 644 deploy/examples/*.conf $(DESTDIR)$(PREFIX)/share/mailring/
 
 clean:
 	rm -rf build build-asan build-fuzz
