@@ -412,7 +412,8 @@ static bool parse_quoted(struct imap_parser *p, size_t *i, size_t end,
 				return false;
 			}
 			r++;
-		} else if (c == '\0' || c >= 0x80) {
+		} else if (c == '\0' ||
+			   (c >= 0x80 && !p->limits.allow_8bit_quoted)) {
 			bad_byte(p, err, r, "", "8bit data in quoted string.");
 			return false;
 		}

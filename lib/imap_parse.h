@@ -39,6 +39,10 @@ struct imap_parser_limits {
 	/* Arguments of one command, counted at every nesting level; a list
 	 * counts as one plus its elements. Tag and name do not count. */
 	unsigned int max_args;
+	/* Accept 8-bit bytes (UTF-8) inside quoted strings. RFC 3501 forbids
+	 * them, but clients send UTF-8 passwords quoted and Dovecot takes
+	 * them; NUL stays an error either way. */
+	bool allow_8bit_quoted;
 };
 
 enum imap_parse_result {

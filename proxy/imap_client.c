@@ -39,6 +39,8 @@ static void imap_greet(struct client *c)
 		.max_literal_size = c->cfg->set.max_literal_size,
 		.max_list_depth = 2,
 		.max_args = 2 * IMAP_ID_MAX_FIELDS + 8,
+		/* UTF-8 passwords come quoted from real clients */
+		.allow_8bit_quoted = true,
 	};
 	struct buf *line = buf_new(256, 1024);
 
