@@ -820,7 +820,7 @@ static void test_nul(void **state)
 	EXPECT("a\0 NOOP\r\n", "ERR NUL @1\n");
 	EXPECT("a NO\0OP\r\n", "ERR NUL @4 tag=a\n");
 	EXPECT("a X \"a\0\"\r\n", "ERR NUL @6 tag=a\n");
-	EXPECT("a X \"a\\\0\"\r\n", "ERR NUL @6 tag=a\n");
+	EXPECT("a X \"a\\\0\"\r\n", "ERR NUL @7 tag=a\n");
 	/* in a literal it is data */
 	EXPECT("a X {1+}\r\n\0\r\n", "CMD a X {1+}\\x00\n");
 

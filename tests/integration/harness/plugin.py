@@ -13,6 +13,7 @@ import pytest
 
 from . import mail as _mail
 from .dovecot import DovecotBackend, prepare_mail_root
+from .mailring import MailringProxy
 from .ports import default_allocator
 from .procs import ProcessManager
 from .redis import RedisServer
@@ -21,7 +22,7 @@ __all__ = [
     "pytest_runtest_makereport", "pytest_sessionfinish",
     "mailring_tmp_root", "workdir", "ports", "free_port", "procs",
     "redis_server", "redis_factory", "dovecot_backend", "mail_root",
-    "corpus", "mailring_build", "mailring_bin",
+    "corpus", "mailring_build", "mailring_bin", "mailring_proxy",
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -249,3 +250,23 @@ def mailring_bin(mailring_build):
         return path
 
     return get
+
+
+@pytest.fixture
+def mailring_proxy(procs, ports, mailring_bin):
+    """Factory: mailring_proxy(backends=[...], listeners=None,
+    settings=None, extra_conf="", passwd_lines=None, users=1000,
+    password="pass", tls=False, name=None, start=True, timeout=10.0)
+    -> MailringProxy (started unless start=False); the binary is
+    $MAILRING_BUILD/mailring-proxy (the test is skipped if it is not
+    built).  See harness/mailring.py and README.md."""
+    seq = [0]
+
+    def make(backends=(), name=None, **kw):
+        binary = mailring_bin("mailring-proxy")
+        seq[0] += 1
+        return MailringProxy(procs, ports, binary,
+                             name=name or "proxy%d" % seq[0],
+                             backends=backends, **kw)
+
+    return make
