@@ -131,7 +131,7 @@ test: deps
 
 asan: deps
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	MAILRING_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check
 
