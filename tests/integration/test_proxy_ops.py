@@ -89,10 +89,11 @@ def test_dead_backend_disconnects_are_spread(mailring_proxy, dovecot_backend):
         t.join(12)
     assert len(closed) == 12
     delays = sorted(at - t0 for at, _ in closed.values())
-    # all gone within the window (plus Dovecot's own shutdown time) ...
-    assert delays[-1] < 2.0 + 3.0, delays
-    # ... but not at once: the spread covers a good part of the window
-    assert delays[-1] - delays[0] > 0.5, delays
+    # Dovecot's own shutdown takes a variable second or two before the
+    # first close; what the proxy controls is the spread after it: within
+    # the 2 s window (plus scheduling slack), and not all at once.
+    spread = delays[-1] - delays[0]
+    assert 0.5 < spread < 2.0 + 0.7, delays
     assert len(p.events("Logout")) == 12
 
 

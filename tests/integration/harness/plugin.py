@@ -259,14 +259,26 @@ def mailring_proxy(procs, ports, mailring_bin):
     password="pass", tls=False, name=None, start=True, timeout=10.0)
     -> MailringProxy (started unless start=False); the binary is
     $MAILRING_BUILD/mailring-proxy (the test is skipped if it is not
-    built).  See harness/mailring.py and README.md."""
+    built).  At teardown every proxy still running gets SIGTERM and must
+    exit 0, and no proxy log may hold sanitizer reports or fatal lines
+    (MailringProxy.teardown_check; set p.expect_unclean_exit = True to
+    skip).  See harness/mailring.py and README.md."""
+    binary = mailring_bin("mailring-proxy")  # skips before any server starts
     seq = [0]
+    made = []
 
     def make(backends=(), name=None, **kw):
-        binary = mailring_bin("mailring-proxy")
         seq[0] += 1
-        return MailringProxy(procs, ports, binary,
-                             name=name or "proxy%d" % seq[0],
-                             backends=backends, **kw)
+        p = MailringProxy(procs, ports, binary,
+                          name=name or "proxy%d" % seq[0],
+                          backends=backends, **kw)
+        made.append(p)
+        return p
 
-    return make
+    yield make
+    problems = []
+    for p in made:
+        problems.extend(p.teardown_check())
+    if problems:
+        pytest.fail("mailring-proxy teardown check:\n" + "\n".join(problems),
+                    pytrace=False)
