@@ -22,10 +22,19 @@ struct buf *buf_new(size_t initial, size_t max)
 	return b;
 }
 
+struct buf *buf_new_secret(size_t initial, size_t max)
+{
+	struct buf *b = buf_new(initial, max);
+	b->secret = true;
+	return b;
+}
+
 void buf_free(struct buf **b)
 {
 	if (*b == NULL)
 		return;
+	if ((*b)->secret)
+		str_wipe((*b)->data, (*b)->size + 1);
 	free((*b)->data);
 	free(*b);
 	*b = NULL;
@@ -50,7 +59,16 @@ static int buf_reserve(struct buf *b, size_t extra)
 	size_t nsize = b->size;
 	while (nsize < need)
 		nsize = nsize > b->max / 2 ? b->max : nsize * 2;
-	b->data = xrealloc(b->data, nsize + 1);
+	if (b->secret) {
+		/* realloc could leave a copy of the secret in freed memory */
+		uint8_t *n = xmalloc(nsize + 1);
+		memcpy(n, b->data, b->len + 1);
+		str_wipe(b->data, b->size + 1);
+		free(b->data);
+		b->data = n;
+	} else {
+		b->data = xrealloc(b->data, nsize + 1);
+	}
 	b->size = nsize;
 	return 0;
 }

@@ -16,10 +16,14 @@ struct buf {
 	size_t len;   /* bytes used */
 	size_t size;  /* bytes allocated, excluding the spare NUL byte */
 	size_t max;   /* hard limit on len */
+	bool secret;  /* growing wipes the old memory; freeing wipes */
 };
 
 /* Creates a buffer that may hold up to max bytes; initial is a size hint. */
 struct buf *buf_new(size_t initial, size_t max);
+/* A buffer for secrets (passwords, SASL exchanges): when it grows the old
+ * memory is wiped before it is freed, and buf_free wipes it too. */
+struct buf *buf_new_secret(size_t initial, size_t max);
 /* Frees *b and sets it to NULL; safe on NULL. */
 void buf_free(struct buf **b);
 /* Like buf_free, but wipes the contents first (for secrets). */

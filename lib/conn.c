@@ -113,9 +113,11 @@ static void update_events(struct conn *c)
 		c->wr_on = wr;
 	}
 	/* Bytes already decrypted inside OpenSSL never make the fd readable
-	 * again: hand them out without waiting. */
+	 * again: hand them out without waiting. SSL_pending, not
+	 * SSL_has_pending: the latter is also true for part of a record,
+	 * which cannot be read yet and would make this spin. */
 	if (!c->handshaking && c->want_read && c->ssl != NULL &&
-	    SSL_has_pending(c->ssl))
+	    SSL_pending(c->ssl) > 0)
 		event_active(c->ev_rd, EV_READ, 0);
 }
 

@@ -46,11 +46,16 @@ static void backend_close_conn(struct backend_login *bl)
 	conn_free(&bl->conn);
 	bl->connected = false;
 	bl->tls_pending = false;
+	bl->failed = false;
+	bl->proto_step = 0;
 	xfree(&bl->capability);
 	if (bl->input != NULL)
 		buf_reset(bl->input);
-	if (bl->output != NULL)
+	if (bl->output != NULL) {
+		/* it may hold credentials for the previous backend */
+		str_wipe(bl->output->data, bl->output->len);
 		buf_reset(bl->output);
+	}
 }
 
 void backend_login_free(struct backend_login **blp)
@@ -157,7 +162,7 @@ void backend_login_start(struct client *c)
 	bl->client = c;
 	c->bl = bl;
 	bl->input = buf_new(1024, BACKEND_INPUT_MAX);
-	bl->output = buf_new(512, BACKEND_OUTPUT_MAX);
+	bl->output = buf_new_secret(512, BACKEND_OUTPUT_MAX);
 	bl->timer = net_timer_new(c->worker->base, backend_timeout, bl);
 
 	if (c->pinned_host != NULL) {
@@ -205,34 +210,50 @@ void backend_login_start(struct client *c)
 
 /* ---- I/O --------------------------------------------------------------- */
 
+/* Acts on a failure recorded by backend_flush. Returns true when the
+ * login is over (bl was freed). */
+static bool backend_check_failed(struct backend_login *bl)
+{
+	if (!bl->failed)
+		return false;
+	backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
+			   bl->fail_reason);
+	return true;
+}
+
 static void backend_flush(struct backend_login *bl)
 {
-	while (bl->output->len > 0 && !conn_in_handshake(bl->conn)) {
+	while (!bl->failed && bl->output->len > 0 && !conn_in_handshake(bl->conn)) {
 		ssize_t n = conn_write(bl->conn, bl->output->data, bl->output->len);
 		if (n == CONN_AGAIN)
 			break;
 		if (n == CONN_FAILED) {
-			char reason[200];
-			str_printf(reason, sizeof(reason), "write failed: %s",
-				   conn_error(bl->conn));
-			backend_login_fail(bl, "UNAVAILABLE",
-					   "Account is temporarily unavailable.", reason);
+			bl->failed = true;
+			str_printf(bl->fail_reason, sizeof(bl->fail_reason),
+				   "write failed: %s", conn_error(bl->conn));
+			conn_want(bl->conn, false, false);
 			return;
 		}
 		/* credentials pass through this buffer: wipe what was sent */
 		str_wipe(bl->output->data, (size_t)n);
 		buf_consume(bl->output, (size_t)n);
 	}
-	if (bl->conn != NULL && !conn_in_handshake(bl->conn))
+	if (!bl->failed && bl->conn != NULL && !conn_in_handshake(bl->conn))
 		conn_want(bl->conn, true, bl->output->len > 0);
 }
 
 int backend_send(struct backend_login *bl, const void *data, size_t len)
 {
-	if (buf_append(bl->output, data, len) < 0)
+	if (bl->failed)
 		return -1;
+	if (buf_append(bl->output, data, len) < 0) {
+		bl->failed = true;
+		str_printf(bl->fail_reason, sizeof(bl->fail_reason),
+			   "output to the backend over its limit");
+		return -1;
+	}
 	backend_flush(bl);
-	return 0;
+	return bl->failed ? -1 : 0;
 }
 
 int backend_printf(struct backend_login *bl, const char *fmt, ...)
@@ -312,8 +333,14 @@ static void backend_process_lines(struct backend_login *bl)
 		struct str l = str_from(all.p, len < sizeof(line) ? len : sizeof(line));
 		memcpy(line, l.p, l.len);
 		buf_consume(bl->input, (size_t)lf + 1);
+		struct conn *conn_before = bl->conn;
 		c->proto->backend_line(bl, str_from(line, l.len));
 		if (c->bl != bl || c->state != CLIENT_STATE_BACKEND)
+			return;
+		if (backend_check_failed(bl))
+			return;
+		/* a retry replaced the connection: its lines start anew */
+		if (bl->conn != conn_before)
 			return;
 	}
 }
@@ -344,9 +371,11 @@ static void backend_read(struct backend_login *bl)
 					   "Account is temporarily unavailable.", reason);
 			return;
 		}
+		struct conn *conn_before = bl->conn;
 		buf_append(bl->input, tmp, (size_t)n);
 		backend_process_lines(bl);
-		if (c->bl != bl || c->state != CLIENT_STATE_BACKEND)
+		if (c->bl != bl || c->state != CLIENT_STATE_BACKEND ||
+		    bl->conn != conn_before)
 			return;
 	}
 }
@@ -371,7 +400,7 @@ static void backend_connected(struct backend_login *bl)
 	net_timer_start(bl->timer,
 			(unsigned int)c->cfg->set.backend_login_timeout_msecs, false);
 	c->proto->backend_start(bl);
-	if (c->bl != bl)
+	if (c->bl != bl || backend_check_failed(bl))
 		return;
 	if (bl->backend->set->ssl == BACKEND_SSL_YES) {
 		SSL *ssl = backend_new_ssl(bl);
@@ -400,6 +429,7 @@ static void backend_conn_event(struct conn *conn, enum conn_event ev,
 			return;
 		}
 		backend_flush(bl);
+		backend_check_failed(bl);
 		return;
 	case CONN_EV_READABLE:
 		backend_read(bl);
@@ -409,16 +439,18 @@ static void backend_conn_event(struct conn *conn, enum conn_event ev,
 			bl->tls_pending = false;
 			conn_want(bl->conn, true, bl->output->len > 0);
 			c->proto->backend_tls_ready(bl);
+			if (c->bl == bl)
+				backend_check_failed(bl);
 			return;
 		}
 		conn_want(bl->conn, true, bl->output->len > 0);
 		return;
 	case CONN_EV_ERROR: {
+		/* no credentials were sent yet: another backend may do */
 		char reason[256];
 		str_printf(reason, sizeof(reason), "TLS to the backend failed: %s",
 			   conn_error(bl->conn));
-		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
-				   reason);
+		backend_login_retry(bl, reason);
 		return;
 	}
 	}

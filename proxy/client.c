@@ -19,6 +19,9 @@
 /* Pre-login output is small (greetings, capabilities, short answers): a
  * client that does not read it is dropped rather than buffered. */
 #define CLIENT_OUTPUT_MAX (64 * 1024)
+/* A closing session whose client does not read its last answer goes
+ * after this, so it cannot hold its slot and per-IP count forever. */
+#define CLIENT_CLOSE_TIMEOUT_MSECS 5000
 
 const char *const client_state_names[CLIENT_STATE_COUNT] = {
 	[CLIENT_STATE_PROXY_HEADER] = "proxy-header",
@@ -126,7 +129,7 @@ static void client_flush(struct client *c)
 		if (c->state == CLIENT_STATE_TLS_HANDSHAKE &&
 		    !conn_in_handshake(c->conn) && !conn_is_tls(c->conn)) {
 			/* STARTTLS answer is out: now the handshake */
-			char err[TLS_ERROR_MAX];
+			char err[TLS_ERROR_MAX] = "";
 			SSL *ssl = tls_server_ssl_new(proxy.tls, err, sizeof(err));
 			if (ssl == NULL || conn_start_tls(c->conn, ssl, true) < 0) {
 				struct log_ctx ctx;
@@ -144,7 +147,12 @@ void client_close_after_output(struct client *c, const char *reason)
 {
 	str_printf(c->close_reason, sizeof(c->close_reason), "%s", reason);
 	c->closing_after_output = true;
+	/* nothing may carry on towards a login now */
+	if (c->auth_req != NULL)
+		auth_request_cancel(&c->auth_req);
+	backend_login_free(&c->bl);
 	client_set_state(c, CLIENT_STATE_CLOSING);
+	net_timer_start(c->timer, CLIENT_CLOSE_TIMEOUT_MSECS, false);
 	client_flush(c);
 }
 
@@ -197,6 +205,10 @@ static void client_timeout(void *context)
 					false);
 		}
 		client_input_resume(c);
+		return;
+	case CLIENT_STATE_CLOSING:
+		client_destroy(c, c->close_reason[0] != '\0' ? c->close_reason :
+			       "Disconnected: client did not read its last answer");
 		return;
 	case CLIENT_STATE_RELAY: {
 		if (c->kick_pending) {
@@ -323,6 +335,7 @@ static void client_read(struct client *c)
 			return;
 		}
 		buf_append(c->input, tmp, (size_t)n);
+		str_wipe(tmp, (size_t)n);
 		c->proto->input(c);
 		if (c->destroyed || c->state != CLIENT_STATE_PRELOGIN)
 			return;
@@ -402,7 +415,7 @@ static void client_after_header(struct client *c)
 	}
 	c->iplimit_held = true;
 	if (c->listener->ssl) {
-		char err[TLS_ERROR_MAX];
+		char err[TLS_ERROR_MAX] = "";
 		SSL *ssl = tls_server_ssl_new(proxy.tls, err, sizeof(err));
 		if (ssl == NULL || conn_start_tls(c->conn, ssl, true) < 0) {
 			log_error("TLS initialization failed: %s", err);
@@ -446,6 +459,7 @@ void client_accept(struct net_worker *nw, int fd, const struct net_addr *peer,
 	c->worker = w;
 	c->cfg = cfg;
 	c->listener = l;
+	c->listener_idx = listener_idx;
 	c->proto = proto;
 	c->state = CLIENT_STATE_PRELOGIN;
 	c->real_rip = *peer;
@@ -458,8 +472,8 @@ void client_accept(struct net_worker *nw, int fd, const struct net_addr *peer,
 	c->connected_msecs = net_monotonic_msecs();
 	c->last_io_msecs = c->connected_msecs;
 	/* the input holds one command line plus literals at most */
-	c->input = buf_new(1024, cfg->set.max_line_length +
-				 cfg->set.max_literal_size + 64);
+	c->input = buf_new_secret(1024, cfg->set.max_line_length +
+					cfg->set.max_literal_size + 64);
 	c->output = buf_new(512, CLIENT_OUTPUT_MAX);
 	c->conn = conn_new(w->base, fd, client_conn_event, c);
 	c->timer = net_timer_new(w->base, client_timeout, c);
@@ -498,6 +512,8 @@ void client_start_tls(struct client *c)
 	/* Bytes the client sent after STARTTLS in plaintext must never be
 	 * taken as if they came through TLS (CVE-2011-0411 style). */
 	buf_reset(c->input);
+	/* so is anything learnt before it (ID fields) */
+	xfree(&c->id_fields);
 	client_flush(c);
 }
 
@@ -598,11 +614,15 @@ static void client_auth_callback(const struct auth_result *result,
 		if (strcmp(c->cfg->set.rawlog_users.items[i], c->user) == 0)
 			c->rawlog = true;
 	}
+	/* Route with the newest configuration: a backend removed by a
+	 * reload since this client connected must not get new sessions. */
+	proxy_config_unref(&c->cfg);
+	c->cfg = proxy_config_ref();
+	c->listener = &c->cfg->set.listeners[c->listener_idx];
 	client_set_state(c, CLIENT_STATE_BACKEND);
-	net_timer_start(c->timer,
-			(unsigned int)(c->cfg->set.backend_connect_timeout_msecs +
-				       c->cfg->set.backend_login_timeout_msecs),
-			false);
+	/* backend.c bounds every step (connect per candidate, then login)
+	 * with its own timer and always answers the client */
+	net_timer_stop(c->timer);
 	backend_login_start(c);
 }
 
@@ -674,9 +694,15 @@ void client_backend_ready(struct client *c, struct backend_login *bl)
 		return;
 	client_login_clear(c);
 	client_set_state(c, CLIENT_STATE_RELAY);
-	/* pipelined client bytes after the login command go to the backend */
+	/* pipelined client bytes after the login command go to the backend;
+	 * backend bytes after its login answer follow our answer */
 	to_backend = c->input;
-	c->relay = relay_start(c, c->conn, bl->conn, c->output, to_backend);
+	struct buf *to_client = buf_new(c->output->len + bl->input->len + 1,
+					c->output->len + bl->input->len + 1);
+	buf_append(to_client, c->output->data, c->output->len);
+	buf_append(to_client, bl->input->data, bl->input->len);
+	c->relay = relay_start(c, c->conn, bl->conn, to_client, to_backend);
+	buf_free(&to_client);
 	c->conn = NULL;
 	bl->conn = NULL;
 	backend_login_free(&c->bl);
@@ -746,6 +772,18 @@ static void kick_on_worker(struct net_worker *nw, void *context)
 
 	for (c = w->clients; c != NULL; c = next) {
 		next = c->next;
+		if (c->state == CLIENT_STATE_BACKEND && c->bl != NULL &&
+		    c->bl->backend != NULL && k->backend != NULL &&
+		    strcmp(c->bl->backend->set->name, k->backend) == 0 &&
+		    (k->user == NULL || (c->user != NULL &&
+					 strcmp(c->user, k->user) == 0))) {
+			/* mid-login: answer it now rather than let it land */
+			atomic_fetch_add(&k->count, 1);
+			backend_login_fail(c->bl, "UNAVAILABLE",
+					   "Account is temporarily unavailable.",
+					   k->reason);
+			continue;
+		}
 		if (c->state != CLIENT_STATE_RELAY || c->kick_pending)
 			continue;
 		if (k->user != NULL && (c->user == NULL || strcmp(c->user, k->user) != 0))

@@ -179,7 +179,7 @@ static void imap_login_begin(struct client *c, const char *method)
 	client_login_clear(c);
 	c->login.user = buf_new(64, max);
 	c->login.authzid = buf_new(16, max);
-	c->login.password = buf_new(64, max);
+	c->login.password = buf_new_secret(64, max);
 	c->login.method = method;
 }
 
@@ -455,7 +455,8 @@ static void imap_login_succeeded(struct client *c, struct backend_login *bl)
 	else
 		buf_printf(line, "%s OK Logged in\r\n", st->tag);
 	/* the relay takes c->output as is: append, never flush here */
-	buf_append(c->output, line->data, line->len);
+	if (buf_append(c->output, line->data, line->len) < 0)
+		client_destroy(c, "Disconnected: client does not read its output");
 	buf_free(&line);
 }
 

@@ -145,7 +145,7 @@ static void pop3_login_begin(struct client *c, const char *method)
 	client_login_clear(c);
 	c->login.user = buf_new(64, max);
 	c->login.authzid = buf_new(16, max);
-	c->login.password = buf_new(64, max);
+	c->login.password = buf_new_secret(64, max);
 	c->login.method = method;
 }
 

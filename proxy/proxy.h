@@ -183,6 +183,8 @@ struct client {
 	struct proxy_worker *worker;
 	struct proxy_config *cfg;
 	const struct listener_settings *listener;
+	size_t listener_idx;            /* listeners are the same in every
+					 * generation (a reload refuses changes) */
 	const struct client_protocol *proto;
 	void *proto_state;              /* proto->state_size bytes */
 	struct conn *conn;
@@ -294,6 +296,11 @@ struct backend_login {
 	unsigned int proto_step;        /* the protocol's dialogue state */
 	bool connected;
 	bool tls_pending;
+	/* A write failed inside backend_send: acted on (backend_login_fail)
+	 * only after the protocol callback that sent returns, so protocol
+	 * code never touches a freed login. */
+	bool failed;
+	char fail_reason[200];
 	/* post-login data: IMAP capabilities; POP3: the backend's +OK line */
 	char *capability;
 	char backend_name[64];
@@ -302,6 +309,8 @@ struct backend_login {
 /* Picks the backend for the client's user and starts connecting. */
 void backend_login_start(struct client *c);
 void backend_login_free(struct backend_login **bl);
+/* Queues bytes to the backend. Never frees bl: on failure it returns -1
+ * and the login fails once the protocol callback returns. */
 int backend_send(struct backend_login *bl, const void *data, size_t len);
 int backend_printf(struct backend_login *bl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -118,6 +118,15 @@ static void test_buf_limits(void **state)
 	buf_free_secret(&s);
 	assert_null(s);
 
+	/* a secret buffer keeps its content across growth */
+	struct buf *sec = buf_new_secret(16, 4096);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(buf_append_cstr(sec, "pw-"), 0);
+	assert_int_equal(sec->len, 300);
+	assert_memory_equal(sec->data, "pw-pw-pw-", 9);
+	assert_true(sec->secret);
+	buf_free(&sec);
+
 	/* a zero-size maximum refuses everything */
 	struct buf *z = buf_new(0, 0);
 	assert_int_equal(buf_append_byte(z, 'x'), -1);
