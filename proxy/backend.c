@@ -14,6 +14,7 @@
 
 #include <openssl/ssl.h>
 
+#include "directing.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -24,6 +25,8 @@
 #define BACKEND_OUTPUT_MAX (64 * 1024)
 
 static void backend_connect_next(struct backend_login *bl);
+static void backend_fill_candidates(struct backend_login *bl,
+				    const char *exclude);
 static void backend_conn_event(struct conn *conn, enum conn_event ev,
 			       void *context);
 
@@ -150,8 +153,48 @@ static void backend_connect_next(struct backend_login *bl)
 				false);
 		return;
 	}
+	/* The mapped backend refuses connections. If the user has no open
+	 * session anywhere, I1 allows placing them anew (once). */
+	if (bl->mapped && !bl->rerouted && bl->backend != NULL &&
+	    directing_unmap_idle(c->director_key, bl->backend->set->name)) {
+		char failed[DIRECTOR_NAME_MAX];
+		str_copy(str_cstr(bl->backend->set->name), failed, sizeof(failed));
+		bl->rerouted = true;
+		backend_fill_candidates(bl, failed);
+		if (bl->candidate_count > 0) {
+			backend_connect_next(bl);
+			return;
+		}
+	}
 	backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
 			   "no backend could be reached");
+}
+
+/* Candidates from the director: the user's mapping, or the placement
+ * ranking; only backends of this config that serve the protocol. */
+static void backend_fill_candidates(struct backend_login *bl,
+				    const char *exclude)
+{
+	struct client *c = bl->client;
+	const struct proxy_config *cfg = c->cfg;
+	char names[8][DIRECTOR_NAME_MAX];
+	bool mapped = false;
+	size_t n = directing_route(c->director_key, c->tag, names, 8, &mapped);
+
+	bl->mapped = mapped;
+	bl->candidate_count = 0;
+	bl->candidate_idx = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (exclude != NULL && strcmp(names[i], exclude) == 0)
+			continue;
+		for (size_t j = 0; j < cfg->backend_count; j++) {
+			const struct backend_settings *bs = cfg->backends[j].set;
+			if (strcmp(bs->name, names[i]) == 0 && backend_port(c, bs) != 0) {
+				bl->candidate[bl->candidate_count++] = (uint32_t)j;
+				break;
+			}
+		}
+	}
 }
 
 void backend_login_start(struct client *c)
@@ -195,10 +238,7 @@ void backend_login_start(struct client *c)
 			return;
 		}
 	} else {
-		bl->candidate_count = proxy_config_rank(
-			cfg, (enum listener_protocol)c->listener->protocol,
-			c->user, bl->candidate,
-			sizeof(bl->candidate) / sizeof(bl->candidate[0]));
+		backend_fill_candidates(bl, NULL);
 	}
 	if (bl->candidate_count == 0) {
 		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",

@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "directing.h"
 #include "proxy_protocol.h"
 #include "str.h"
 #include "tls.h"
@@ -608,6 +609,11 @@ static void client_auth_callback(const struct auth_result *result,
 				  buf_cstr(c->login.password));
 	free(c->pinned_host);
 	c->pinned_host = result->host != NULL ? xstrdup(result->host) : NULL;
+	struct str key = proxy_user_key(&c->cfg->set, c->user);
+	free(c->director_key);
+	c->director_key = xstrndup(key.p, key.len);
+	free(c->tag);
+	c->tag = result->director_tag != NULL ? xstrdup(result->director_tag) : NULL;
 	c->pinned_port = result->port;
 	c->rawlog = false;
 	for (size_t i = 0; i < c->cfg->set.rawlog_users.count; i++) {
@@ -687,6 +693,24 @@ void client_backend_ready(struct client *c, struct backend_login *bl)
 {
 	struct buf *to_backend;
 
+	if (!bl->pinned) {
+		if (!directing_session_begin(c->director_key, bl->backend->set->name)) {
+			/* I1: meanwhile another session mapped the user to
+			 * another backend; this one must not stay here. The
+			 * client's retry goes to the mapping. */
+			struct log_ctx ctx;
+			client_log_ctx(c, &ctx);
+			log_ctx_warnx(&ctx, "director: user was mapped elsewhere "
+				      "during the login; not using %s",
+				      bl->backend->set->name);
+			c->bl = NULL;
+			backend_login_free(&bl);
+			client_backend_failed(c, "UNAVAILABLE",
+					      "Account is temporarily unavailable.");
+			return;
+		}
+		c->director_registered = true;
+	}
 	c->backend = bl->backend;
 	client_log_login(c);
 	c->proto->login_succeeded(c, bl);
@@ -914,6 +938,10 @@ void client_destroy(struct client *c, const char *reason)
 	xfree(&c->backend_user);
 	xfree(&c->pinned_host);
 	xfree(&c->id_fields);
+	if (c->director_registered)
+		directing_session_end(c->director_key);
+	xfree(&c->director_key);
+	xfree(&c->tag);
 	if (c->iplimit_held)
 		iplimit_release(proxy.iplimit, &c->rip);
 	atomic_fetch_sub(&proxy.connections, 1);

@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "directing.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -28,6 +29,16 @@
 #define DEFAULT_CONFIG "/etc/mailring/mailring-proxy.conf"
 
 static struct event_base *main_base;
+
+/* Expiry and state-file saves: often enough that a crash loses at most
+ * this much of the mapping history. */
+#define DIRECTOR_TICK_MSECS 1000
+
+static void director_tick(void *context)
+{
+	(void)context;
+	directing_tick();
+}
 
 static void usage(void)
 {
@@ -136,6 +147,7 @@ static void on_reload(int signo, void *context)
 	/* sessions on a backend that is gone are closed, spread out */
 	struct proxy_config *old = proxy_config_ref();
 	proxy_config_install(cfg);
+	directing_reload(cfg);
 	log_notice("configuration reloaded: %zu backends", cfg->backend_count);
 	for (size_t i = 0; i < old->backend_count; i++) {
 		const char *name = old->backends[i].set->name;
@@ -251,6 +263,8 @@ int main(int argc, char **argv)
 	if (cfg == NULL)
 		fatalx("%s: %s", cli.path, err);
 	proxy_config_install(cfg);
+	if (directing_init(cfg, err, sizeof(err)) < 0)
+		fatalx("director: %s", err);
 
 	proxy.workers = net_workers_new(proxy_worker_hooks(nworkers), err, sizeof(err));
 	if (proxy.workers == NULL)
@@ -269,9 +283,12 @@ int main(int argc, char **argv)
 						  NULL, err, sizeof(err));
 	if (sig == NULL)
 		fatalx("%s", err);
+	struct net_timer *tick = net_timer_new(main_base, director_tick, NULL);
+	net_timer_start(tick, DIRECTOR_TICK_MSECS, true);
 	log_notice("mailring-proxy started: %u workers, %zu backends",
 		   net_workers_count(proxy.workers), nbackends);
 	event_base_dispatch(main_base);
+	net_timer_free(&tick);
 
 	net_workers_free(&proxy.workers);
 	net_signals_free(&sig);
@@ -279,6 +296,7 @@ int main(int argc, char **argv)
 	auth_free(&proxy.auth);
 	tls_server_free(&proxy.tls);
 	iplimit_free(&proxy.iplimit);
+	directing_deinit();
 	proxy_config_install(NULL);
 	log_notice("mailring-proxy stopped");
 	return 0;

@@ -113,9 +113,7 @@ static uint16_t backend_port(const struct backend_settings *bs,
 	return (uint16_t)(protocol == LISTENER_POP3 ? bs->pop3_port : bs->imap_port);
 }
 
-/* The part of the user name that places it: all of it, or the domain. */
-static struct str user_hash_key(const struct proxy_settings *set,
-				const char *user)
+struct str proxy_user_key(const struct proxy_settings *set, const char *user)
 {
 	struct str u = str_cstr(user);
 	if (set->user_hash_key == USER_HASH_KEY_DOMAIN) {
@@ -144,7 +142,7 @@ size_t proxy_config_rank(const struct proxy_config *cfg,
 		n++;
 	}
 	uint32_t order[RING_RANK_MAX];
-	size_t k = ring_rank(cands, n, ring_hash(user_hash_key(&cfg->set, user)),
+	size_t k = ring_rank(cands, n, ring_hash(proxy_user_key(&cfg->set, user)),
 			     order, max < RING_RANK_MAX ? max : RING_RANK_MAX);
 	for (size_t i = 0; i < k; i++)
 		out[i] = map[order[i]];

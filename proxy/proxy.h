@@ -73,6 +73,9 @@ struct proxy_config *proxy_config_build(struct proxy_settings *set, char *err,
 size_t proxy_config_rank(const struct proxy_config *cfg,
 			 enum listener_protocol protocol, const char *user,
 			 uint32_t *out, size_t max);
+/* The part of the user name that places it and keys its mapping: all of
+ * it, or the domain (user_hash_key = domain). A view into user. */
+struct str proxy_user_key(const struct proxy_settings *set, const char *user);
 /* Makes cfg current (taking the caller's reference). */
 void proxy_config_install(struct proxy_config *cfg);
 
@@ -209,6 +212,9 @@ struct client {
 	const char *fail_text;
 	char fail_text_buf[160];        /* fail_text when it came from the passdb */
 	enum auth_result_code fail_code;
+	char *director_key;             /* user or domain: the mapping key */
+	char *tag;                      /* director_tag= from auth */
+	bool director_registered;       /* a session counted in the director */
 	char *pinned_host;              /* host= from auth */
 	uint16_t pinned_port;
 	char *id_fields;                /* IMAP ID pairs from the client */
@@ -290,6 +296,8 @@ struct backend_login {
 	size_t candidate_count;
 	size_t candidate_idx;
 	bool pinned;                    /* host= from auth */
+	bool mapped;                    /* candidate[0] is the user's mapping */
+	bool rerouted;                  /* the idle mapping was dropped once */
 	struct buf *input;              /* backend lines */
 	struct buf *output;             /* to the backend */
 	struct net_timer *timer;

@@ -93,6 +93,9 @@ struct proxy_settings {
 	struct config_strlist source_ips;
 	uint64_t max_disconnect_delay_msecs;
 	unsigned int user_hash_key;     /* enum user_hash_key */
+	uint64_t user_expire_msecs;
+	char *director_state_file;
+	char *admin_socket;
 
 	char *rawlog_dir;
 	struct config_strlist rawlog_users;

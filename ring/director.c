@@ -396,6 +396,16 @@ int director_move(struct director *d, struct str user, const char *backend,
 	return 0;
 }
 
+bool director_unmap_idle(struct director *d, struct str user,
+			 const char *backend)
+{
+	struct dir_mapping *m = mapping_find(d, user, ring_hash(user));
+	if (m == NULL || m->sessions > 0 || strcmp(m->backend->name, backend) != 0)
+		return false;
+	mapping_unlink(d, m);
+	return true;
+}
+
 unsigned int director_flush(struct director *d, const char *backend)
 {
 	struct dir_backend *b = backend_find(d, backend);

@@ -100,6 +100,12 @@ bool director_user_lookup(const struct director *d, struct str user,
  * sessions; the session count restarts at 0). -1 for an unknown backend. */
 int director_move(struct director *d, struct str user, const char *backend,
 		  uint64_t now_msecs);
+/* Drops user's mapping if it points at backend and has no open session
+ * (a backend that refuses connections must not hold idle users until
+ * their mapping expires; I1 is safe, no session exists anywhere).
+ * Returns true when it dropped one. */
+bool director_unmap_idle(struct director *d, struct str user,
+			 const char *backend);
 /* Drops every mapping of backend; returns how many. */
 unsigned int director_flush(struct director *d, const char *backend);
 /* Calls fn for each mapped user of backend (e.g. `mailring users HOST`). */

@@ -171,6 +171,13 @@ static void test_i4_down_move_flush_drain(void **state)
 	assert_int_equal(director_move(d, u, b, 5), 0);
 	assert_int_equal(route(d, u, 6, b3), DIRECTOR_ROUTE_MAPPED);
 	assert_string_equal(b3, b);
+	/* an idle mapping can be dropped, a busy one cannot */
+	assert_false(director_unmap_idle(d, u, "nope"));
+	director_session_begin(d, u, b, 7);
+	assert_false(director_unmap_idle(d, u, b));
+	director_session_end(d, u, 8);
+	assert_true(director_unmap_idle(d, u, b));
+	assert_int_equal(director_move(d, u, b, 9), 0);
 	/* flush */
 	assert_int_equal(director_flush(d, b), 1);
 	assert_int_equal(director_flush(d, b), 0);

@@ -1,0 +1,432 @@
+#include "directing.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "str.h"
+#include "xmalloc.h"
+
+/* how many names `mailring map` shows: the backend and its fallbacks */
+#define RING_RANK_MAX_NAMES 8
+
+/* One director for the process; the lock is taken at login, logout and by
+ * admin commands only. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct director *dir;
+static char *state_path;
+static bool dirty;
+/* the config's weight per backend, so a reload changes only what the
+ * config changed (admin changes made with `mailring update` persist) */
+struct config_weight {
+	char name[DIRECTOR_NAME_MAX];
+	uint32_t weight;
+};
+static struct config_weight *config_weights;
+static size_t config_weight_count;
+
+static uint64_t now_msecs(void)
+{
+	return net_monotonic_msecs();
+}
+
+static void remember_config_weights(const struct proxy_config *cfg)
+{
+	free(config_weights);
+	config_weight_count = cfg->backend_count;
+	config_weights = xcalloc(config_weight_count + 1, sizeof(*config_weights));
+	for (size_t i = 0; i < cfg->backend_count; i++) {
+		str_copy(str_cstr(cfg->backends[i].set->name), config_weights[i].name,
+			 sizeof(config_weights[i].name));
+		config_weights[i].weight = (uint32_t)cfg->backends[i].set->weight;
+	}
+}
+
+static const struct config_weight *old_config_weight(const char *name)
+{
+	for (size_t i = 0; i < config_weight_count; i++) {
+		if (strcmp(config_weights[i].name, name) == 0)
+			return &config_weights[i];
+	}
+	return NULL;
+}
+
+int directing_init(const struct proxy_config *cfg, char *err, size_t errsize)
+{
+	dir = director_new(cfg->set.user_expire_msecs);
+	for (size_t i = 0; i < cfg->backend_count; i++) {
+		const struct backend_settings *bs = cfg->backends[i].set;
+		if (director_backend_add(dir, bs->name, (uint32_t)bs->weight, bs->tag) < 0) {
+			str_printf(err, errsize, "backend %s: invalid name or tag",
+				   bs->name);
+			director_free(&dir);
+			return -1;
+		}
+	}
+	remember_config_weights(cfg);
+	if (cfg->set.director_state_file[0] != '\0') {
+		state_path = xstrdup(cfg->set.director_state_file);
+		if (access(state_path, F_OK) == 0) {
+			char lerr[512];
+			if (director_load(dir, state_path, now_msecs(), lerr,
+					  sizeof(lerr)) < 0) {
+				/* losing mappings is better than not starting */
+				log_error("director: state file not loaded, starting "
+					  "empty: %s", lerr);
+			} else {
+				log_notice("director: state loaded from %s: %zu users mapped",
+					   state_path, director_mapping_count(dir));
+			}
+		}
+	}
+	return 0;
+}
+
+static void save_locked(void)
+{
+	char err[512];
+	if (state_path == NULL || !dirty)
+		return;
+	if (director_save(dir, state_path, now_msecs(), err, sizeof(err)) < 0) {
+		log_error("director: %s", err);
+		return;
+	}
+	dirty = false;
+}
+
+void directing_deinit(void)
+{
+	pthread_mutex_lock(&lock);
+	dirty = true;
+	save_locked();
+	director_free(&dir);
+	xfree(&state_path);
+	xfree(&config_weights);
+	config_weight_count = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+void directing_reload(const struct proxy_config *cfg)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < cfg->backend_count; i++) {
+		const struct backend_settings *bs = cfg->backends[i].set;
+		struct director_backend_info info;
+		const struct config_weight *old = old_config_weight(bs->name);
+		if (!director_backend_find(dir, bs->name, &info)) {
+			director_backend_add(dir, bs->name, (uint32_t)bs->weight, bs->tag);
+		} else if (old == NULL || old->weight != bs->weight) {
+			/* the config changed this weight: it wins (I2 holds:
+			 * mapped users stay) */
+			director_backend_set_weight(dir, bs->name, (uint32_t)bs->weight);
+		}
+	}
+	for (size_t i = director_backend_count(dir); i-- > 0;) {
+		struct director_backend_info info;
+		bool kept = false;
+		director_backend_get(dir, i, &info);
+		for (size_t j = 0; j < cfg->backend_count; j++)
+			kept |= strcmp(cfg->backends[j].set->name, info.name) == 0;
+		if (!kept)
+			director_backend_remove(dir, info.name);
+	}
+	remember_config_weights(cfg);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+}
+
+void directing_tick(void)
+{
+	pthread_mutex_lock(&lock);
+	if (director_expire(dir, now_msecs()) > 0)
+		dirty = true;
+	save_locked();
+	pthread_mutex_unlock(&lock);
+}
+
+/* ---- login path ------------------------------------------------------------ */
+
+size_t directing_route(const char *user_key, const char *tag,
+		       char (*out)[DIRECTOR_NAME_MAX], size_t max,
+		       bool *mapped_r)
+{
+	size_t nfb = 0;
+	enum director_route r;
+
+	if (max == 0)
+		return 0;
+	pthread_mutex_lock(&lock);
+	r = director_route(dir, str_cstr(user_key), tag, now_msecs(), out[0],
+			   out + 1, max - 1, &nfb);
+	pthread_mutex_unlock(&lock);
+	*mapped_r = r == DIRECTOR_ROUTE_MAPPED;
+	if (r == DIRECTOR_ROUTE_NONE)
+		return 0;
+	return 1 + nfb;
+}
+
+bool directing_session_begin(const char *user_key, const char *backend)
+{
+	pthread_mutex_lock(&lock);
+	const char *mapped = director_session_begin(dir, str_cstr(user_key),
+						    backend, now_msecs());
+	dirty = true;
+	bool ok = mapped != NULL && strcmp(mapped, backend) == 0;
+	if (mapped != NULL && !ok) {
+		/* counted on the other backend: undo, the caller drops this */
+		director_session_end(dir, str_cstr(user_key), now_msecs());
+	}
+	pthread_mutex_unlock(&lock);
+	return ok;
+}
+
+void directing_session_end(const char *user_key)
+{
+	pthread_mutex_lock(&lock);
+	director_session_end(dir, str_cstr(user_key), now_msecs());
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+}
+
+bool directing_unmap_idle(const char *user_key, const char *backend)
+{
+	pthread_mutex_lock(&lock);
+	bool dropped = director_unmap_idle(dir, str_cstr(user_key), backend);
+	if (dropped)
+		dirty = true;
+	pthread_mutex_unlock(&lock);
+	return dropped;
+}
+
+void directing_backend_failed(const char *backend)
+{
+	/* Passive health is counted by the health checker (to come); for
+	 * now a refused connect only un-maps idle users (directing_unmap_idle). */
+	(void)backend;
+}
+
+/* ---- admin ------------------------------------------------------------------ */
+
+/* JSON string: names and users are printable ASCII without spaces (the
+ * config and auth enforce it); quotes and backslashes are escaped anyway. */
+static void json_str(struct buf *out, const char *s)
+{
+	buf_append_byte(out, '"');
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			buf_printf(out, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			buf_printf(out, "\\u%04x", c);
+		else
+			buf_append_byte(out, c);
+	}
+	buf_append_byte(out, '"');
+}
+
+static int json_error(struct buf *out, const char *msg)
+{
+	buf_append_cstr(out, "{\"error\":");
+	json_str(out, msg);
+	buf_append_cstr(out, "}");
+	return -1;
+}
+
+int directing_status(struct buf *out)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = director_backend_count(dir);
+	buf_printf(out, "{\"store\":\"embedded\",\"users\":%zu,\"backends\":[",
+		   director_mapping_count(dir));
+	for (size_t i = 0; i < n; i++) {
+		struct director_backend_info info;
+		director_backend_get(dir, i, &info);
+		if (i > 0)
+			buf_append_byte(out, ',');
+		buf_append_cstr(out, "{\"name\":");
+		json_str(out, info.name);
+		buf_printf(out, ",\"state\":\"%s\",\"weight\":%u,\"tag\":",
+			   info.state == DIRECTOR_BACKEND_UP ? "up" : "down",
+			   info.weight);
+		json_str(out, info.tag);
+		buf_printf(out, ",\"users\":%u,\"sessions\":%u}", info.users,
+			   info.sessions);
+	}
+	buf_append_cstr(out, "]}");
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+int directing_map(const char *user, struct buf *out)
+{
+	char names[RING_RANK_MAX_NAMES][DIRECTOR_NAME_MAX];
+	unsigned int sessions = 0;
+	char mapped[DIRECTOR_NAME_MAX];
+	bool is_mapped;
+
+	pthread_mutex_lock(&lock);
+	is_mapped = director_user_lookup(dir, str_cstr(user), now_msecs(), mapped,
+					 &sessions);
+	pthread_mutex_unlock(&lock);
+	buf_append_cstr(out, "{\"user\":");
+	json_str(out, user);
+	if (is_mapped) {
+		buf_append_cstr(out, ",\"backend\":");
+		json_str(out, mapped);
+		buf_printf(out, ",\"why\":\"mapped\",\"sessions\":%u}", sessions);
+		return 0;
+	}
+	bool m;
+	size_t n = directing_route(user, NULL, names, RING_RANK_MAX_NAMES, &m);
+	if (n == 0) {
+		buf_append_cstr(out, ",\"backend\":null,\"why\":\"no backend available\"}");
+		return 0;
+	}
+	buf_append_cstr(out, ",\"backend\":");
+	json_str(out, names[0]);
+	buf_append_cstr(out, ",\"why\":\"hashed\",\"fallbacks\":[");
+	for (size_t i = 1; i < n; i++) {
+		if (i > 1)
+			buf_append_byte(out, ',');
+		json_str(out, names[i]);
+	}
+	buf_append_cstr(out, "]}");
+	return 0;
+}
+
+struct users_ctx {
+	struct buf *out;
+	bool first;
+};
+
+static void add_user(const char *user, unsigned int sessions, void *context)
+{
+	struct users_ctx *uc = context;
+	if (!uc->first)
+		buf_append_byte(uc->out, ',');
+	uc->first = false;
+	buf_append_cstr(uc->out, "{\"user\":");
+	json_str(uc->out, user);
+	buf_printf(uc->out, ",\"sessions\":%u}", sessions);
+}
+
+int directing_users(const char *backend, struct buf *out)
+{
+	struct director_backend_info info;
+	struct users_ctx uc = { .out = out, .first = true };
+
+	pthread_mutex_lock(&lock);
+	if (!director_backend_find(dir, backend, &info)) {
+		pthread_mutex_unlock(&lock);
+		return json_error(out, "unknown backend");
+	}
+	buf_append_cstr(out, "{\"backend\":");
+	json_str(out, backend);
+	buf_append_cstr(out, ",\"users\":[");
+	director_users(dir, backend, now_msecs(), add_user, &uc);
+	buf_append_cstr(out, "]}");
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+int directing_set_weight(const char *backend, unsigned int weight,
+			 struct buf *out)
+{
+	pthread_mutex_lock(&lock);
+	int ret = director_backend_set_weight(dir, backend, weight);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	if (ret < 0)
+		return json_error(out, "unknown backend");
+	log_notice("director: backend %s weight set to %u", backend, weight);
+	buf_append_cstr(out, "{\"backend\":");
+	json_str(out, backend);
+	buf_printf(out, ",\"weight\":%u}", weight);
+	return 0;
+}
+
+int directing_set_up(const char *backend, bool up, struct buf *out)
+{
+	pthread_mutex_lock(&lock);
+	int ret = director_backend_set_state(dir, backend, up ? DIRECTOR_BACKEND_UP :
+							       DIRECTOR_BACKEND_DOWN);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	if (ret < 0)
+		return json_error(out, "unknown backend");
+	unsigned int kicked = 0;
+	if (!up) {
+		/* I4: the users' sessions go, they reconnect elsewhere */
+		kicked = proxy_kick(NULL, backend, "Backend is down.", true);
+	}
+	log_notice("director: backend %s set %s (%u sessions closed)", backend,
+		   up ? "up" : "down", kicked);
+	buf_append_cstr(out, "{\"backend\":");
+	json_str(out, backend);
+	buf_printf(out, ",\"state\":\"%s\",\"kicked\":%u}", up ? "up" : "down",
+		   kicked);
+	return 0;
+}
+
+int directing_flush(const char *backend, struct buf *out)
+{
+	struct director_backend_info info;
+
+	pthread_mutex_lock(&lock);
+	bool known = director_backend_find(dir, backend, &info);
+	pthread_mutex_unlock(&lock);
+	if (!known)
+		return json_error(out, "unknown backend");
+	/* kick first, then drop the mappings (I4) */
+	unsigned int kicked = proxy_kick(NULL, backend, "Backend was flushed.", true);
+	pthread_mutex_lock(&lock);
+	unsigned int dropped = director_flush(dir, backend);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	log_notice("director: backend %s flushed: %u users unmapped, %u sessions closed",
+		   backend, dropped, kicked);
+	buf_append_cstr(out, "{\"backend\":");
+	json_str(out, backend);
+	buf_printf(out, ",\"unmapped\":%u,\"kicked\":%u}", dropped, kicked);
+	return 0;
+}
+
+int directing_move(const char *user, const char *backend, struct buf *out)
+{
+	struct director_backend_info info;
+
+	pthread_mutex_lock(&lock);
+	bool known = director_backend_find(dir, backend, &info);
+	pthread_mutex_unlock(&lock);
+	if (!known)
+		return json_error(out, "unknown backend");
+	/* kick-then-remap (I4): no session of the user is left anywhere
+	 * when the mapping changes */
+	unsigned int kicked = proxy_kick(user, NULL, "Moved to another server.", false);
+	pthread_mutex_lock(&lock);
+	director_move(dir, str_cstr(user), backend, now_msecs());
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	log_notice("director: user %s moved to %s (%u sessions closed)", user,
+		   backend, kicked);
+	buf_append_cstr(out, "{\"user\":");
+	json_str(out, user);
+	buf_append_cstr(out, ",\"backend\":");
+	json_str(out, backend);
+	buf_printf(out, ",\"kicked\":%u}", kicked);
+	return 0;
+}
+
+int directing_kick(const char *user, struct buf *out)
+{
+	unsigned int kicked = proxy_kick(user, NULL, "Disconnected by administrator.",
+					 false);
+	log_notice("director: user %s kicked (%u sessions)", user, kicked);
+	buf_append_cstr(out, "{\"user\":");
+	json_str(out, user);
+	buf_printf(out, ",\"kicked\":%u}", kicked);
+	return 0;
+}

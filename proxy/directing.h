@@ -1,0 +1,67 @@
+#ifndef MR_PROXY_DIRECTING_H
+#define MR_PROXY_DIRECTING_H
+
+/*
+ * The proxy's director (embedded store): one struct director for the whole
+ * process behind a mutex, taken at login, logout and admin commands, never
+ * per byte. It decides where a user goes (sticky mapping, else placement),
+ * counts sessions, expires mappings and persists its state to
+ * director_state_file so a restart keeps mappings and backend states.
+ *
+ * Admin operations answer with JSON (for the admin socket and the
+ * `mailring` CLI); "kick" operations close sessions through proxy_kick
+ * before remapping (invariant I4), which is synchronous in one process.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "ring/director.h"
+
+struct proxy_config;
+
+/* Builds the director from cfg's backends and loads the state file when
+ * one is configured and exists. Returns 0, or -1 with err set. */
+int directing_init(const struct proxy_config *cfg, char *err, size_t errsize);
+/* Saves the state (if configured) and frees everything. */
+void directing_deinit(void);
+/* A reload: backends new in cfg are added, weights of config-managed
+ * backends follow the config, backends gone from it are removed. */
+void directing_reload(const struct proxy_config *cfg);
+/* Periodic work from the main loop: expire mappings, save if changed. */
+void directing_tick(void);
+
+/* ---- the login path (worker threads) --------------------------------- */
+
+/* Where user (the hash key) goes: the mapped backend, else the placement
+ * ranking. Names go to out (at most max); returns how many, and *mapped_r
+ * says whether the first is a mapping (then there is no fallback: I1). */
+size_t directing_route(const char *user_key, const char *tag,
+		       char (*out)[DIRECTOR_NAME_MAX], size_t max,
+		       bool *mapped_r);
+/* A session of user_key is now open on backend; returns false when
+ * another session mapped the user elsewhere meanwhile (I1: the caller
+ * must drop this one). */
+bool directing_session_begin(const char *user_key, const char *backend);
+void directing_session_end(const char *user_key);
+/* The user's mapped backend refused connections: drop the mapping if the
+ * user has no open session (then I1 allows placing it anew). Returns true
+ * when dropped. */
+bool directing_unmap_idle(const char *user_key, const char *backend);
+/* Reports a backend the proxy could not connect to (passive health). */
+void directing_backend_failed(const char *backend);
+
+/* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
+
+int directing_status(struct buf *out);
+int directing_map(const char *user, struct buf *out);
+int directing_users(const char *backend, struct buf *out);
+int directing_set_weight(const char *backend, unsigned int weight,
+			 struct buf *out);
+int directing_set_up(const char *backend, bool up, struct buf *out);
+int directing_flush(const char *backend, struct buf *out);
+int directing_move(const char *user, const char *backend, struct buf *out);
+int directing_kick(const char *user, struct buf *out);
+
+#endif
