@@ -35,6 +35,7 @@ login_trusted_networks = 127.0.0.0/8 ::1/128
 ssl_cert = <{cert}
 ssl_key = <{key}
 auth_failure_delay = 2s
+director_state_file = {state}
 passdb {{
   args = {passwd}
 }}
@@ -73,6 +74,7 @@ def write_proxy_conf(root, backends):
     conf = os.path.join(root, "mailring-proxy.conf")
     with open(conf, "w") as f:
         f.write(PROXY_CONF.format(cert=cert, key=key, passwd=passwd,
+                                  state=os.path.join(root, "director.state"),
                                   backends=blocks, **PORTS))
     return conf, cert
 
