@@ -151,3 +151,42 @@ def test_partial_tls_record_does_not_spin(mailring_proxy, dovecot_backend):
     while b"c OK" not in read_line():
         pass
     raw.close()
+
+
+def test_backend_connect_timeout_tries_next(mailring_proxy, dovecot_backend,
+                                            ports):
+    """A backend whose accept queue is full never completes the TCP
+    handshake: after backend_connect_timeout the next backend is tried."""
+    b = dovecot_backend()
+    port = ports.get()
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", port))
+    ls.listen(0)
+    # fill the accept queue: further SYNs are dropped, connects hang
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.2)
+    try:
+        p = mailring_proxy(backends=[{"name": "stuck", "host": "127.0.0.1",
+                                      "imap_port": port}, b],
+                           settings={"backend_connect_timeout": "1s"})
+        users = ["user%d" % i for i in range(1, 15)]
+        for u in users:
+            r = p.raw(timeout=10)
+            _, tagged = r.command("a", "LOGIN %s pass" % u)
+            assert tagged.startswith(b"a OK"), tagged
+            r.close()
+        timeouts = p.log_lines(r"connect timed out; trying the next backend")
+        assert timeouts, "no user was ranked on the stuck backend first"
+        assert all("backend=stuck" in l for l in timeouts)
+    finally:
+        for f in fillers:
+            f.close()
+        ls.close()
