@@ -260,6 +260,20 @@ int directing_status(struct buf *out)
 	return 0;
 }
 
+size_t directing_backends(struct director_backend_info *out, size_t max,
+			  size_t *users_r)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = director_backend_count(dir);
+	if (n > max)
+		n = max;
+	for (size_t i = 0; i < n; i++)
+		director_backend_get(dir, i, &out[i]);
+	*users_r = director_mapping_count(dir);
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
 int directing_map(const char *user, struct buf *out)
 {
 	char names[RING_RANK_MAX_NAMES][DIRECTOR_NAME_MAX];

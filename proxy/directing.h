@@ -55,6 +55,10 @@ void directing_backend_failed(const char *backend);
 /* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
 
 int directing_status(struct buf *out);
+/* The backends' numbers (for /metrics): fills up to max, returns how many;
+ * *users_r gets the number of mapped users. */
+size_t directing_backends(struct director_backend_info *out, size_t max,
+			  size_t *users_r);
 int directing_map(const char *user, struct buf *out);
 int directing_users(const char *backend, struct buf *out);
 int directing_set_weight(const char *backend, unsigned int weight,

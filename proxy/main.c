@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "admin.h"
 #include "directing.h"
 #include "str.h"
 #include "tls.h"
@@ -283,12 +284,18 @@ int main(int argc, char **argv)
 						  NULL, err, sizeof(err));
 	if (sig == NULL)
 		fatalx("%s", err);
+	cfg = proxy_config_ref();
+	ret = admin_start(main_base, cfg->set.admin_socket, err, sizeof(err));
+	proxy_config_unref(&cfg);
+	if (ret < 0)
+		fatalx("%s", err);
 	struct net_timer *tick = net_timer_new(main_base, director_tick, NULL);
 	net_timer_start(tick, DIRECTOR_TICK_MSECS, true);
 	log_notice("mailring-proxy started: %u workers, %zu backends",
 		   net_workers_count(proxy.workers), nbackends);
 	event_base_dispatch(main_base);
 	net_timer_free(&tick);
+	admin_stop();
 
 	net_workers_free(&proxy.workers);
 	net_signals_free(&sig);

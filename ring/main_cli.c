@@ -3,29 +3,50 @@
  *
  *   mailring [-c FILE] [--json] auth test USER [PASSWORD]
  *   mailring [-c FILE] [--json] auth lookup USER
+ *   mailring [-s SOCKET] [--json] status | map USER | users BACKEND |
+ *            update BACKEND WEIGHT | up BACKEND | down BACKEND |
+ *            drain BACKEND | flush BACKEND | move USER BACKEND | kick USER
  *
- * Like `doveadm auth test` / `doveadm auth lookup`: it reads the proxy's
- * config (passdb, username rules, backends) and asks the same auth library
- * and the same placement function the proxy uses, so what it prints is
- * what a login would do. Exit codes follow doveadm: 0 success, 67 unknown
- * user (EX_NOUSER), 77 authentication failed (EX_NOPERM), 75 temporary
- * failure (EX_TEMPFAIL), 64 usage (EX_USAGE), 78 config (EX_CONFIG).
+ * `auth` is like `doveadm auth test` / `doveadm auth lookup`: it reads the
+ * proxy's config (passdb, username rules, backends) and asks the same auth
+ * library and the same placement function the proxy uses, so what it
+ * prints is what a login would do. Exit codes follow doveadm: 0 success,
+ * 67 unknown user (EX_NOUSER), 77 authentication failed (EX_NOPERM), 75
+ * temporary failure (EX_TEMPFAIL), 64 usage (EX_USAGE), 78 config
+ * (EX_CONFIG).
+ *
+ * The director commands are like `doveadm director ...`: they talk HTTP
+ * to the running proxy's admin socket (admin_socket; proxy/admin.h has
+ * the API) and print its JSON answer as is (--json) or as text and
+ * tables. Exit codes: 0 ok, 64 usage, 65 the API answered an error
+ * (EX_DATAERR), 69 the socket cannot be reached (EX_UNAVAILABLE), 76 the
+ * answer was not HTTP we understand (EX_PROTOCOL).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "auth/auth.h"
+#include "http_parse.h"
+#include "json_flat.h"
 #include "log.h"
 #include "proxy/proxy.h"
 #include "str.h"
 #include "xmalloc.h"
 
 #define DEFAULT_CONFIG "/etc/mailring/mailring-proxy.conf"
+#define DEFAULT_ADMIN_SOCKET "/run/mailring/admin.sock"
 #define EX_USAGE 64
+#define EX_DATAERR 65
+#define EX_UNAVAILABLE 69
+#define EX_PROTOCOL 76
 #define EX_NOUSER 67
 #define EX_TEMPFAIL 75
 #define EX_NOPERM 77
@@ -33,6 +54,7 @@
 
 struct cli {
 	const char *config_path;
+	const char *socket_path;
 	bool json;
 	struct proxy_config *cfg;
 	struct auth *auth;
@@ -47,9 +69,21 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: mailring [-c config] [--json] auth test USER [PASSWORD]\n"
 		"       mailring [-c config] [--json] auth lookup USER\n"
+		"       mailring [-s socket] [--json] COMMAND\n"
 		"  -c FILE  mailring-proxy config (default " DEFAULT_CONFIG ")\n"
+		"  -s PATH  the proxy's admin socket (default " DEFAULT_ADMIN_SOCKET ")\n"
 		"  --json   machine-readable output\n"
-		"  auth test: PASSWORD is read from standard input when not given\n");
+		"  auth test: PASSWORD is read from standard input when not given\n"
+		"commands (through the admin socket):\n"
+		"  status                  backends: state, weight, tag, users, sessions\n"
+		"  map USER                the backend USER goes to, and why\n"
+		"  users BACKEND           users mapped to BACKEND\n"
+		"  update BACKEND WEIGHT   set the weight (0 = drained)\n"
+		"  up BACKEND | down BACKEND\n"
+		"  drain BACKEND           weight 0: new users avoid it\n"
+		"  flush BACKEND           drop its mappings, close its sessions\n"
+		"  move USER BACKEND       close USER's sessions, map USER to BACKEND\n"
+		"  kick USER               close USER's sessions\n");
 }
 
 /* JSON string output with the escapes JSON requires. */
@@ -280,9 +314,406 @@ static int cmd_auth(struct cli *cli, int argc, char **argv)
 	return cli->exit_code;
 }
 
+/* ---- director commands: HTTP over the admin socket ------------------------ */
+
+#define ADMIN_IO_TIMEOUT_SECS 30
+#define ADMIN_ANSWER_MAX (64u * 1024 * 1024)
+#define ADMIN_REQUEST_MAX 8192
+
+/* Appends s percent-encoded (everything but unreserved characters). */
+static int url_encode(struct buf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+		int r;
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~@", *p) != NULL) {
+			r = buf_append_byte(out, *p);
+		} else {
+			char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
+			r = buf_append(out, e, 3);
+		}
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+struct admin_answer {
+	unsigned int status;
+	struct buf *body;
+};
+
+/* Sends one request (body NULL for GET) and reads the answer into *ans.
+ * Returns 0, or an exit code (EX_UNAVAILABLE, EX_PROTOCOL) after printing
+ * why to stderr. */
+static int admin_call(const struct cli *cli, const char *method,
+		      const struct buf *target, const struct buf *body,
+		      struct admin_answer *ans)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = ADMIN_IO_TIMEOUT_SECS };
+	int fd, ret = EX_PROTOCOL;
+
+	if (!str_copy(str_cstr(cli->socket_path), sun.sun_path,
+		      sizeof(sun.sun_path))) {
+		fprintf(stderr, "mailring: %s: socket path too long\n",
+			cli->socket_path);
+		return EX_UNAVAILABLE;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		fprintf(stderr, "mailring: cannot reach the proxy at %s: %s\n",
+			cli->socket_path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return EX_UNAVAILABLE;
+	}
+	struct buf *req = buf_new(512, ADMIN_REQUEST_MAX);
+	buf_printf(req, "%s %s HTTP/1.1\r\nHost: localhost\r\n"
+		   "User-Agent: mailring\r\nAccept: application/json\r\n"
+		   "Connection: close\r\n", method, buf_cstr(target));
+	if (body != NULL)
+		buf_printf(req, "Content-Type: application/json\r\n"
+			   "Content-Length: %zu\r\n", body->len);
+	buf_append_cstr(req, "\r\n");
+	if ((body != NULL && buf_append(req, body->data, body->len) < 0) ||
+	    buf_room(req) == 0) {
+		fprintf(stderr, "mailring: request too large\n");
+		buf_free(&req);
+		close(fd);
+		return EX_USAGE;
+	}
+	if (write_all(fd, req->data, req->len) < 0) {
+		fprintf(stderr, "mailring: writing to %s failed: %s\n",
+			cli->socket_path, strerror(errno));
+		buf_free(&req);
+		close(fd);
+		return EX_UNAVAILABLE;
+	}
+	buf_free(&req);
+
+	struct http_parser_limits limits = {
+		.max_line_len = HTTP_LINE_MAX_DEFAULT,
+		.max_headers = HTTP_HEADERS_MAX_DEFAULT,
+		.max_body = ADMIN_ANSWER_MAX,
+	};
+	struct http_parser *p = http_parser_new(HTTP_PARSE_MODE_RESPONSE, &limits);
+	uint8_t data[16384];
+	for (;;) {
+		ssize_t n = read(fd, data, sizeof(data));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			fprintf(stderr, "mailring: reading from %s failed: %s\n",
+				cli->socket_path,
+				errno == EAGAIN ? "timed out" : strerror(errno));
+			ret = EX_UNAVAILABLE;
+			break;
+		}
+		if (n == 0) {
+			fprintf(stderr, "mailring: %s closed before a complete answer\n",
+				cli->socket_path);
+			break;
+		}
+		size_t consumed;
+		struct http_message msg;
+		struct http_parse_error err;
+		enum http_parse_result r = http_parser_feed(p, data, (size_t)n,
+							    &consumed, &msg, &err);
+		if (r == HTTP_PARSE_MORE)
+			continue;
+		if (r == HTTP_PARSE_ERROR) {
+			fprintf(stderr, "mailring: bad answer from %s: %s\n",
+				cli->socket_path, err.msg);
+			break;
+		}
+		ans->status = msg.status;
+		ans->body = buf_new(msg.body.len + 1, msg.body.len + 1);
+		buf_append_str(ans->body, msg.body);
+		ret = 0;
+		break;
+	}
+	http_parser_free(&p);
+	close(fd);
+	return ret;
+}
+
+/* A cell of a table: strings and numbers as they are, null as "-". */
+static const char *cell_text(const struct json_value *v, char *tmp, size_t size)
+{
+	if (v == NULL)
+		return "";
+	switch (v->type) {
+	case JSON_STRING:
+		if (v->text[0] == '\0')
+			return "-";
+		return str_sanitize(str_cstr(v->text), tmp, size);
+	case JSON_NUMBER:
+		return v->text;
+	case JSON_TRUE:
+		return "yes";
+	case JSON_FALSE:
+		return "no";
+	case JSON_NULL:
+		return "-";
+	case JSON_ARRAY: {
+		/* a list of scalars: space separated */
+		size_t n = 0;
+		tmp[0] = '\0';
+		for (size_t i = 0; i < v->count; i++) {
+			char one[128];
+			const char *t = v->items[i].type == JSON_ARRAY ||
+						v->items[i].type == JSON_OBJECT ?
+					"..." : cell_text(&v->items[i], one, sizeof(one));
+			int w = snprintf(tmp + n, size - n, "%s%s", i > 0 ? " " : "", t);
+			if (w < 0 || (size_t)w >= size - n)
+				break;
+			n += (size_t)w;
+		}
+		return n == 0 ? "-" : tmp;
+	}
+	case JSON_OBJECT:
+		return "...";
+	}
+	return "";
+}
+
+/* An array of objects as a table: the columns are the first object's
+ * keys, upper-cased. */
+static void print_table(const struct json_value *arr, FILE *out)
+{
+	const struct json_value *first = arr->count > 0 ? &arr->items[0] : NULL;
+	char tmp[256];
+
+	if (first == NULL || first->type != JSON_OBJECT) {
+		fprintf(out, "%s\n", arr->count == 0 ? "(none)" :
+				     cell_text(arr, tmp, sizeof(tmp)));
+		return;
+	}
+	size_t ncol = first->count;
+	size_t *width = xcalloc(ncol, sizeof(*width));
+	for (size_t c = 0; c < ncol; c++)
+		width[c] = strlen(first->keys[c]);
+	for (size_t r = 0; r < arr->count; r++) {
+		for (size_t c = 0; c < ncol; c++) {
+			size_t w = strlen(cell_text(json_tree_get(&arr->items[r],
+								  first->keys[c]),
+						    tmp, sizeof(tmp)));
+			if (w > width[c])
+				width[c] = w;
+		}
+	}
+	for (size_t c = 0; c < ncol; c++) {
+		for (const char *k = first->keys[c]; *k != '\0'; k++)
+			fputc(*k >= 'a' && *k <= 'z' ? *k - 'a' + 'A' : *k, out);
+		if (c + 1 < ncol)
+			fprintf(out, "%*s", (int)(width[c] - strlen(first->keys[c]) + 2), "");
+	}
+	fputc('\n', out);
+	for (size_t r = 0; r < arr->count; r++) {
+		for (size_t c = 0; c < ncol; c++) {
+			const char *t = cell_text(json_tree_get(&arr->items[r],
+								first->keys[c]),
+						  tmp, sizeof(tmp));
+			if (c + 1 < ncol)
+				fprintf(out, "%-*s  ", (int)width[c], t);
+			else
+				fprintf(out, "%s", t);
+		}
+		fputc('\n', out);
+	}
+	free(width);
+}
+
+/* An answer as text: scalars as "key: value" lines, then each array of
+ * objects as a table. */
+static void print_answer(const struct json_value *v, FILE *out)
+{
+	char tmp[256];
+
+	if (v->type == JSON_ARRAY) {
+		print_table(v, out);
+		return;
+	}
+	if (v->type != JSON_OBJECT) {
+		fprintf(out, "%s\n", cell_text(v, tmp, sizeof(tmp)));
+		return;
+	}
+	size_t kw = 0;
+	for (size_t i = 0; i < v->count; i++) {
+		if (!(v->items[i].type == JSON_ARRAY && v->items[i].count > 0 &&
+		      v->items[i].items[0].type == JSON_OBJECT) &&
+		    strlen(v->keys[i]) > kw)
+			kw = strlen(v->keys[i]);
+	}
+	for (size_t i = 0; i < v->count; i++) {
+		const struct json_value *x = &v->items[i];
+		if (x->type == JSON_ARRAY && x->count > 0 &&
+		    x->items[0].type == JSON_OBJECT)
+			continue;
+		fprintf(out, "%-*s: %s\n", (int)kw, v->keys[i],
+			x->type == JSON_ARRAY && x->count == 0 ?
+				"(none)" : cell_text(x, tmp, sizeof(tmp)));
+	}
+	for (size_t i = 0; i < v->count; i++) {
+		const struct json_value *x = &v->items[i];
+		if (x->type == JSON_ARRAY && x->count > 0 &&
+		    x->items[0].type == JSON_OBJECT) {
+			fputc('\n', out);
+			print_table(x, out);
+		}
+	}
+}
+
+/* Prints the answer (as is with --json) and maps its status to the exit
+ * code. */
+static int admin_report(const struct cli *cli, const struct admin_answer *ans)
+{
+	const char *error;
+	size_t pos;
+	bool ok = ans->status >= 200 && ans->status < 300;
+
+	if (cli->json) {
+		fwrite(ans->body->data, 1, ans->body->len, stdout);
+		if (ans->body->len == 0 || ans->body->data[ans->body->len - 1] != '\n')
+			fputc('\n', stdout);
+		return ok ? 0 : EX_DATAERR;
+	}
+	struct json_value *v = json_tree_parse(buf_str(ans->body), &error, &pos);
+	if (v == NULL) {
+		fprintf(stderr, "mailring: answer %u is not JSON (byte %zu: %s)\n",
+			ans->status, pos, error);
+		return EX_PROTOCOL;
+	}
+	if (!ok) {
+		const struct json_value *e = json_tree_get(v, "error");
+		char tmp[256];
+		fprintf(stderr, "mailring: %s (HTTP %u)\n",
+			e != NULL && e->type == JSON_STRING ?
+				str_sanitize(str_cstr(e->text), tmp, sizeof(tmp)) :
+				"error",
+			ans->status);
+	} else {
+		print_answer(v, stdout);
+	}
+	json_tree_free(&v);
+	return ok ? 0 : EX_DATAERR;
+}
+
+struct admin_command {
+	const char *name;
+	const char *method;  /* GET: args go to the query; POST: to JSON */
+	const char *path;
+	const char *args[2]; /* names of the positional arguments */
+	size_t nargs;
+};
+
+static const struct admin_command admin_commands[] = {
+	{ "status", "GET", "/status", { NULL, NULL }, 0 },
+	{ "map", "GET", "/map", { "user", NULL }, 1 },
+	{ "users", "GET", "/users", { "backend", NULL }, 1 },
+	{ "update", "POST", "/update", { "backend", "weight" }, 2 },
+	{ "up", "POST", "/up", { "backend", NULL }, 1 },
+	{ "down", "POST", "/down", { "backend", NULL }, 1 },
+	{ "drain", "POST", "/drain", { "backend", NULL }, 1 },
+	{ "flush", "POST", "/flush", { "backend", NULL }, 1 },
+	{ "move", "POST", "/move", { "user", "backend" }, 2 },
+	{ "kick", "POST", "/kick", { "user", NULL }, 1 },
+};
+
+static const struct admin_command *admin_command_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(admin_commands) / sizeof(admin_commands[0]); i++) {
+		if (strcmp(admin_commands[i].name, name) == 0)
+			return &admin_commands[i];
+	}
+	return NULL;
+}
+
+static int cmd_admin(struct cli *cli, const struct admin_command *cmd, int argc,
+		     char **argv)
+{
+	struct admin_answer ans = { 0 };
+	struct buf *target = buf_new(128, 2048);
+	struct buf *body = NULL;
+	int ret = EX_USAGE;
+
+	if ((size_t)argc != cmd->nargs) {
+		fprintf(stderr, "usage: mailring %s", cmd->name);
+		for (size_t i = 0; i < cmd->nargs; i++)
+			fprintf(stderr, " %s", strcmp(cmd->args[i], "user") == 0 ? "USER" :
+					       strcmp(cmd->args[i], "weight") == 0 ? "WEIGHT" :
+					       "BACKEND");
+		fputc('\n', stderr);
+		goto out;
+	}
+	buf_append_cstr(target, cmd->path);
+	if (strcmp(cmd->method, "GET") == 0) {
+		for (size_t i = 0; i < cmd->nargs; i++) {
+			buf_printf(target, "%c%s=", i == 0 ? '?' : '&', cmd->args[i]);
+			if (url_encode(target, argv[i]) < 0) {
+				fprintf(stderr, "mailring: argument too long\n");
+				goto out;
+			}
+		}
+	} else {
+		body = buf_new(256, ADMIN_REQUEST_MAX / 2);
+		buf_append_byte(body, '{');
+		for (size_t i = 0; i < cmd->nargs; i++) {
+			if (i > 0)
+				buf_append_byte(body, ',');
+			json_append_str(body, str_cstr(cmd->args[i]));
+			buf_append_byte(body, ':');
+			if (strcmp(cmd->args[i], "weight") == 0) {
+				uint64_t w;
+				if (!str_to_u64(str_cstr(argv[i]), 1000000, &w)) {
+					fprintf(stderr, "mailring: WEIGHT must be 0..1000000\n");
+					goto out;
+				}
+				buf_printf(body, "%llu", (unsigned long long)w);
+			} else if (json_append_str(body, str_cstr(argv[i])) < 0) {
+				fprintf(stderr, "mailring: argument too long\n");
+				goto out;
+			}
+		}
+		if (buf_append_byte(body, '}') < 0) {
+			fprintf(stderr, "mailring: arguments too long\n");
+			goto out;
+		}
+	}
+	ret = admin_call(cli, cmd->method, target, body, &ans);
+	if (ret == 0)
+		ret = admin_report(cli, &ans);
+out:
+	buf_free(&ans.body);
+	buf_free(&body);
+	buf_free(&target);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
-	struct cli cli = { .config_path = DEFAULT_CONFIG };
+	struct cli cli = { .config_path = DEFAULT_CONFIG,
+			   .socket_path = DEFAULT_ADMIN_SOCKET };
 	int i = 1;
 
 	log_init("mailring", LOG_LEVEL_WARNING);
@@ -292,6 +723,8 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			cli.config_path = argv[++i];
+		else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+			cli.socket_path = argv[++i];
 		else if (strcmp(argv[i], "--json") == 0)
 			cli.json = true;
 		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -304,6 +737,20 @@ int main(int argc, char **argv)
 	}
 	if (i < argc && strcmp(argv[i], "auth") == 0)
 		return cmd_auth(&cli, argc - i - 1, argv + i + 1);
+	const struct admin_command *cmd = i < argc ? admin_command_find(argv[i]) : NULL;
+	if (cmd != NULL) {
+		/* options may also follow the command: mailring status --json */
+		int n = 0;
+		for (int j = i + 1; j < argc; j++) {
+			if (strcmp(argv[j], "--json") == 0)
+				cli.json = true;
+			else if (strcmp(argv[j], "-s") == 0 && j + 1 < argc)
+				cli.socket_path = argv[++j];
+			else
+				argv[i + 1 + n++] = argv[j];
+		}
+		return cmd_admin(&cli, cmd, n, argv + i + 1);
+	}
 	usage();
 	return EX_USAGE;
 }
