@@ -36,6 +36,7 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 auth_failure_delay = 2s
 director_state_file = {state}
+admin_socket = {admin}
 passdb {{
   args = {passwd}
 }}
@@ -75,6 +76,7 @@ def write_proxy_conf(root, backends):
     with open(conf, "w") as f:
         f.write(PROXY_CONF.format(cert=cert, key=key, passwd=passwd,
                                   state=os.path.join(root, "director.state"),
+                                  admin=os.path.join(root, "admin.sock"),
                                   backends=blocks, **PORTS))
     return conf, cert
 
@@ -140,6 +142,14 @@ def main():
         print("  curl -u user3:pass 'pop3://127.0.0.1:%d/'" % PORTS["pop3"])
         print("  python3 -c \"import imaplib; m=imaplib.IMAP4('127.0.0.1', %d); "
               "print(m.login('user1','pass'))\"" % PORTS["imap"])
+        print()
+        cli = os.path.join(build, "mailring")
+        sock = os.path.join(root, "admin.sock")
+        print("The director (where users go, and the operator's controls):")
+        print("  %s -s %s status" % (cli, sock))
+        print("  %s -s %s map user1" % (cli, sock))
+        print("  %s -s %s move user1 backend2" % (cli, sock))
+        print("  %s -s %s drain backend3" % (cli, sock))
         print()
         print("Each user always lands on the same backend; the proxy log shows which.")
         print("Logs: %s (proxy on stderr, below; backends in backend*/dovecot.log)." % root)
