@@ -11,6 +11,8 @@
 #include <openssl/evp.h>
 
 #include "auth_hash.h"
+#include "base64.h"
+#include "buf.h"
 #include "str.h"
 #include "xmalloc.h"
 
@@ -112,55 +114,19 @@ bool password_scheme_is_known(const char *name)
 
 /* ---- encodings --------------------------------------------------------- */
 
-static const char b64_chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c)
+/* Decodes base64 (padding optional, as Dovecot writes some hashes) into
+ * out; -1 on invalid input or more than outsize bytes. */
+static int b64_decode_into(struct str in, uint8_t *out, size_t outsize,
+			   size_t *outlen_r)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64, padding optional. -1 on a bad character, a bad length
- * or an output larger than outsize. */
-static int base64_decode(struct str in, uint8_t *out, size_t outsize,
-			 size_t *outlen_r)
-{
-	size_t len = in.len, pad = 0, o = 0;
-	uint32_t acc = 0;
-	unsigned bits = 0;
-
-	while (len > 0 && in.p[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
+	struct buf *b = buf_new_secret(outsize, outsize);
+	int ret = base64_decode_unpadded(in, b);
+	if (ret == 0) {
+		memcpy(out, b->data, b->len);
+		*outlen_r = b->len;
 	}
-	if (len % 4 == 1 || (pad > 0 && (len + pad) % 4 != 0))
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_value((unsigned char)in.p[i]);
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == outsize)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-			acc &= (1U << bits) - 1;
-		}
-	}
-	*outlen_r = o;
-	return 0;
+	buf_free(&b);
+	return ret;
 }
 
 static int hex_value(unsigned char c)
@@ -208,18 +174,11 @@ static void encode_into(char *dst, size_t *o, const uint8_t *data, size_t len,
 		*o += len;
 		return;
 	}
-	for (size_t i = 0; i < len; i += 3) {
-		uint32_t v = (uint32_t)data[i] << 16;
-		size_t n = len - i;
-		if (n > 1)
-			v |= (uint32_t)data[i + 1] << 8;
-		if (n > 2)
-			v |= data[i + 2];
-		dst[(*o)++] = b64_chars[(v >> 18) & 63];
-		dst[(*o)++] = b64_chars[(v >> 12) & 63];
-		dst[(*o)++] = n > 1 ? b64_chars[(v >> 6) & 63] : '=';
-		dst[(*o)++] = n > 2 ? b64_chars[v & 63] : '=';
-	}
+	struct buf *b = buf_new(len * 4 / 3 + 4, len * 4 / 3 + 4);
+	base64_encode(data, len, b);
+	memcpy(dst + *o, b->data, b->len);
+	*o += b->len;
+	buf_free(&b);
 }
 
 /* ---- primitives ---------------------------------------------------------- */
@@ -386,7 +345,7 @@ static int decode_value(const struct pw_spec *spec, struct str value,
 		}
 		return 0;
 	case ENC_BASE64:
-		if (base64_decode(value, raw, PW_RAW_MAX, raw_len_r) < 0) {
+		if (b64_decode_into(value, raw, PW_RAW_MAX, raw_len_r) < 0) {
 			*error_r = "stored hash is not valid base64";
 			return -1;
 		}

@@ -1,6 +1,7 @@
 #include "base64.h"
 
 #include <stdint.h>
+#include <string.h>
 
 static const char alphabet[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -62,6 +63,30 @@ fail:
 	out->len = start;
 	out->data[start] = '\0';
 	return -1;
+}
+
+int base64_decode_unpadded(struct str in, struct buf *out)
+{
+	char tail[4];
+	size_t full = in.len - in.len % 4;
+
+	if (in.len % 4 == 0)
+		return base64_decode(in, out);
+	if (in.len % 4 == 1)
+		return -1;
+	/* decode the full quanta, then the short last one padded */
+	size_t start = out->len;
+	if (base64_decode(str_from(in.p, full), out) < 0)
+		return -1;
+	memset(tail, '=', sizeof(tail));
+	memcpy(tail, in.p + full, in.len - full);
+	if (base64_decode(str_from(tail, sizeof(tail)), out) < 0) {
+		str_wipe(out->data + start, out->len - start);
+		out->len = start;
+		out->data[start] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 int base64_encode(const void *data, size_t len, struct buf *out)

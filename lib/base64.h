@@ -14,6 +14,9 @@
 /* Appends the decoded bytes to out. Returns 0, or -1 on invalid input or
  * when out would pass its maximum (out is then left unchanged). */
 int base64_decode(struct str in, struct buf *out);
+/* Like base64_decode, but the '=' padding may be left out, as it is in
+ * some stored password hashes. Everything else stays strict. */
+int base64_decode_unpadded(struct str in, struct buf *out);
 /* Appends the encoding of data to out. Returns 0, or -1 when out would
  * pass its maximum. */
 int base64_encode(const void *data, size_t len, struct buf *out);

@@ -64,12 +64,34 @@ static void test_limits(void **state)
 	buf_free(&b);
 }
 
+static void test_unpadded(void **state)
+{
+	(void)state;
+	struct buf *b = buf_new(16, 1024);
+	assert_int_equal(base64_decode_unpadded(STR("Zm9vYg"), b), 0);
+	assert_string_equal(buf_cstr(b), "foob");
+	buf_reset(b);
+	assert_int_equal(base64_decode_unpadded(STR("Zm9vYmE"), b), 0);
+	assert_string_equal(buf_cstr(b), "fooba");
+	buf_reset(b);
+	assert_int_equal(base64_decode_unpadded(STR("Zm9vYmE="), b), 0);
+	assert_string_equal(buf_cstr(b), "fooba");
+	buf_reset(b);
+	/* still strict about everything but the padding */
+	assert_int_equal(base64_decode_unpadded(STR("Zm9vY"), b), -1);
+	assert_int_equal(base64_decode_unpadded(STR("Zm9v!g"), b), -1);
+	assert_int_equal(base64_decode_unpadded(STR("Zh"), b), -1);
+	assert_int_equal(b->len, 0);
+	buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_invalid),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_unpadded),
 	};
 	return cmocka_run_group_tests_name("base64", tests, NULL, NULL);
 }
