@@ -260,6 +260,15 @@ int directing_status(struct buf *out)
 	return 0;
 }
 
+bool directing_backend_info(const char *backend,
+			    struct director_backend_info *info_r)
+{
+	pthread_mutex_lock(&lock);
+	bool found = director_backend_find(dir, backend, info_r);
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
 size_t directing_backends(struct director_backend_info *out, size_t max,
 			  size_t *users_r)
 {

@@ -55,6 +55,9 @@ void directing_backend_failed(const char *backend);
 /* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
 
 int directing_status(struct buf *out);
+/* One backend's state; false for an unknown name. */
+bool directing_backend_info(const char *backend,
+			    struct director_backend_info *info_r);
 /* The backends' numbers (for /metrics): fills up to max, returns how many;
  * *users_r gets the number of mapped users. */
 size_t directing_backends(struct director_backend_info *out, size_t max,

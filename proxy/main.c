@@ -23,6 +23,7 @@
 
 #include "admin.h"
 #include "directing.h"
+#include "health.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -289,12 +290,14 @@ int main(int argc, char **argv)
 	proxy_config_unref(&cfg);
 	if (ret < 0)
 		fatalx("%s", err);
+	health_start(main_base);
 	struct net_timer *tick = net_timer_new(main_base, director_tick, NULL);
 	net_timer_start(tick, DIRECTOR_TICK_MSECS, true);
 	log_notice("mailring-proxy started: %u workers, %zu backends",
 		   net_workers_count(proxy.workers), nbackends);
 	event_base_dispatch(main_base);
 	net_timer_free(&tick);
+	health_stop();
 	admin_stop();
 
 	net_workers_free(&proxy.workers);

@@ -96,6 +96,10 @@ struct proxy_settings {
 	uint64_t user_expire_msecs;
 	char *director_state_file;
 	char *admin_socket;
+	uint64_t health_interval_msecs;
+	uint64_t health_timeout_msecs;
+	uint64_t health_rise;
+	uint64_t health_fall;
 
 	char *rawlog_dir;
 	struct config_strlist rawlog_users;

@@ -52,6 +52,9 @@ DEFAULT_SETTINGS = {
     "shutdown_grace": "1s",
     "backend_connect_timeout": "2s",
     "backend_login_timeout": "5s",
+    # health checks would mark the tests' fake backends down mid-test;
+    # the health tests turn them on
+    "health_interval": "0",
 }
 
 # Settings of a backend section taken from a DovecotBackend.
