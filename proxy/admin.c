@@ -197,6 +197,14 @@ static unsigned int route_status(struct admin_request *req, struct buf *out,
 	return directing_status_code(directing_status(out));
 }
 
+static unsigned int route_ring(struct admin_request *req, struct buf *out,
+			       const char **ct)
+{
+	(void)req;
+	(void)ct;
+	return directing_status_code(directing_ring_status(out));
+}
+
 static unsigned int route_map(struct admin_request *req, struct buf *out,
 			      const char **ct)
 {
@@ -374,6 +382,7 @@ struct admin_route {
 
 static const struct admin_route routes[] = {
 	{ "GET", "/status", route_status },
+	{ "GET", "/ring", route_ring },
 	{ "GET", "/map", route_map },
 	{ "GET", "/users", route_users },
 	{ "GET", "/metrics", route_metrics },

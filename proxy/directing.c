@@ -19,6 +19,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct director *dir;
 static char *state_path;
 static bool dirty;
+static bool last_save_failed;
+static char last_save_error[512];
 /* the config's weight per backend, so a reload changes only what the
  * config changed (admin changes made with `mailring update` persist) */
 struct config_weight {
@@ -91,9 +93,16 @@ static void save_locked(void)
 	if (state_path == NULL || !dirty)
 		return;
 	if (director_save(dir, state_path, now_msecs(), err, sizeof(err)) < 0) {
-		log_error("director: %s", err);
+		/* log a failure once, not every second */
+		if (!last_save_failed)
+			log_error("director: %s", err);
+		last_save_failed = true;
+		str_copy(str_cstr(err), last_save_error, sizeof(last_save_error));
 		return;
 	}
+	if (last_save_failed)
+		log_notice("director: state file %s written again", state_path);
+	last_save_failed = false;
 	dirty = false;
 }
 
@@ -281,6 +290,25 @@ size_t directing_backends(struct director_backend_info *out, size_t max,
 	*users_r = director_mapping_count(dir);
 	pthread_mutex_unlock(&lock);
 	return n;
+}
+
+int directing_ring_status(struct buf *out)
+{
+	pthread_mutex_lock(&lock);
+	buf_append_cstr(out, "{\"store\":\"embedded\",\"proxies_alive\":1,"
+			"\"degraded\":false,\"state_file\":");
+	if (state_path != NULL)
+		json_str(out, state_path);
+	else
+		buf_append_cstr(out, "null");
+	buf_printf(out, ",\"state_saved\":%s", last_save_failed ? "false" : "true");
+	if (last_save_failed) {
+		buf_append_cstr(out, ",\"state_error\":");
+		json_str(out, last_save_error);
+	}
+	buf_printf(out, ",\"users\":%zu}", director_mapping_count(dir));
+	pthread_mutex_unlock(&lock);
+	return 0;
 }
 
 int directing_map(const char *user, struct buf *out)

@@ -55,6 +55,9 @@ void directing_backend_failed(const char *backend);
 /* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
 
 int directing_status(struct buf *out);
+/* The ring itself: store kind, state file and its last save, proxies
+ * alive, degraded or not (always false for the embedded store). */
+int directing_ring_status(struct buf *out);
 /* One backend's state; false for an unknown name. */
 bool directing_backend_info(const char *backend,
 			    struct director_backend_info *info_r);

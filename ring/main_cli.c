@@ -83,7 +83,8 @@ static void usage(void)
 		"  drain BACKEND           weight 0: new users avoid it\n"
 		"  flush BACKEND           drop its mappings, close its sessions\n"
 		"  move USER BACKEND       close USER's sessions, map USER to BACKEND\n"
-		"  kick USER               close USER's sessions\n");
+		"  kick USER               close USER's sessions\n"
+		"  ring status             the store, proxies alive, degraded or not\n");
 }
 
 /* JSON string output with the escapes JSON requires. */
@@ -638,6 +639,7 @@ static const struct admin_command admin_commands[] = {
 	{ "flush", "POST", "/flush", { "backend", NULL }, 1 },
 	{ "move", "POST", "/move", { "user", "backend" }, 2 },
 	{ "kick", "POST", "/kick", { "user", NULL }, 1 },
+	{ "ring status", "GET", "/ring", { NULL, NULL }, 0 },
 };
 
 static const struct admin_command *admin_command_find(const char *name)
@@ -737,6 +739,12 @@ int main(int argc, char **argv)
 	}
 	if (i < argc && strcmp(argv[i], "auth") == 0)
 		return cmd_auth(&cli, argc - i - 1, argv + i + 1);
+	/* the one two-word command: `mailring ring status` */
+	if (i + 1 < argc && strcmp(argv[i], "ring") == 0 &&
+	    strcmp(argv[i + 1], "status") == 0) {
+		i++;
+		argv[i] = (char *)"ring status";
+	}
 	const struct admin_command *cmd = i < argc ? admin_command_find(argv[i]) : NULL;
 	if (cmd != NULL) {
 		/* options may also follow the command: mailring status --json */

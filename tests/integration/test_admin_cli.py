@@ -413,3 +413,27 @@ def test_auth_commands_still_work(admin_setup, cli):
                         "user1"], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r
     assert "user1 lookup succeeded" in r.stdout
+
+
+def test_ring_status(mailring_proxy, dovecot_backend, workdir):
+    """`mailring ring status`: the embedded store, one proxy, never
+    degraded, and whether the state file is being written."""
+    import json
+    import os
+    import subprocess
+    sock = os.path.join(str(workdir), "ring.sock")
+    state = os.path.join(str(workdir), "director.state")
+    b = dovecot_backend()
+    mailring_proxy(backends=[b], settings={"admin_socket": sock,
+                                           "director_state_file": state})
+    cli = os.path.join(os.environ["MAILRING_BUILD"], "mailring")
+    r = subprocess.run([cli, "-s", sock, "--json", "ring", "status"],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["store"] == "embedded" and doc["proxies_alive"] == 1
+    assert doc["degraded"] is False and doc["state_file"] == state
+    assert doc["state_saved"] is True
+    r = subprocess.run([cli, "-s", sock, "ring", "status"],
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0 and b"embedded" in r.stdout, r.stdout
