@@ -29,9 +29,9 @@ def test_source_ips_are_used_in_turn(mailring_proxy, dovecot_backend):
                        settings={"source_ips": "127.0.0.2 127.0.0.3"})
     for i in range(1, 5):
         _login(p, "user%d" % i).logout()
-    time.sleep(0.3)
+    text = b.wait_log(r"imap-login: Info: Login: user=<user\d+>", count=4)
     rips = re.findall(r"imap-login: Info: Login: user=<user\d+>.*?rip=([0-9.]+)",
-                      b.log_text())
+                      text)
     assert len(rips) == 4, b.log_text()[-2000:]
     assert set(rips) == {"127.0.0.2", "127.0.0.3"}, rips
 
@@ -43,8 +43,7 @@ def test_trusted_backend_sees_client_address(mailring_proxy, dovecot_backend):
     p = mailring_proxy(backends=[b], settings={"source_ips": "127.0.0.9"})
     _login(p, "user7").logout()
     login = p.events("Login")[-1]
-    time.sleep(0.3)
-    line = [l for l in b.log_text().splitlines()
+    line = [l for l in b.wait_log(r"Login: user=<user7>").splitlines()
             if "Login: user=<user7>" in l][-1]
     assert "rip=127.0.0.1" in line, line
     assert "session=<%s>" % login["session"] in line, (line, login)

@@ -75,8 +75,7 @@ def test_trusted_proxy_id_x_originating_ip(dovecot_backend):
         c.login("user7", "pass")
     finally:
         mail.imap_logout(c)
-    assert re.search(r"Login: user=<user7>, .*rip=192\.0\.2\.7",
-                     b.log_text()), b.log_text()
+    b.wait_log(r"Login: user=<user7>, .*rip=192\.0\.2\.7")
 
 
 def test_awkward_messages_exact_transformations(dovecot_backend, corpus):
@@ -228,7 +227,7 @@ def test_extra_conf_and_passwd_lines(dovecot_backend):
     mail.imap_logout(c)
     with pytest.raises(imaplib.IMAP4.error):
         mail.imap_connect(b.host, b.imap_port, "user1", "wrong")
-    assert "Login: user=<bob>" in b.log_text()
+    b.wait_log(r"Login: user=<bob>")
     # Config snippets added later are applied with a reload.
     b.add_config("protocol imap {\n  imap_capability = +XMAILRINGLATER\n}\n")
     c = mail.imap_connect(b.host, b.imap_port, "user1")

@@ -391,6 +391,22 @@ class DovecotBackend:
         except OSError:
             return ""
 
+    def wait_log(self, pattern, count=1, timeout=5.0):
+        """Waits until at least count lines match regex pattern; returns
+        the whole log. Dovecot writes through its log process, a moment
+        after the event, so tests must wait rather than read at once."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if sum(1 for l in text.splitlines() if rx.search(l)) >= count:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: no %d log lines matching %r in %.1fs;"
+                                     " log tail:\n%s" % (self.name, count, pattern,
+                                                         timeout, text[-2000:]))
+            time.sleep(0.02)
+
     def log_errors(self):
         """Log lines with Error:/Fatal:/Panic: (for 'no errors' asserts)."""
         return [l for l in self.log_text().splitlines()
