@@ -6,20 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "line_reader.h"
 #include "xmalloc.h"
 
 struct pop3_parser {
 	struct pop3_parser_limits limits;
-	uint8_t *line;
-	size_t line_len;
-	size_t line_size;
-	size_t line_max;
+	struct line_reader lr;
 	struct str *args;    /* max_args entries */
-	bool skipping;       /* discarding the rest of a too-long line */
-	bool reset_pending;  /* the last call returned a line or an error */
 	bool raw;            /* the partial line is read_line's */
-	uint64_t stream_pos; /* bytes consumed since creation */
-	uint64_t line_start; /* stream offset of line[0] */
 };
 
 static const struct {
@@ -52,9 +46,10 @@ struct pop3_parser *pop3_parser_new(const struct pop3_parser_limits *limits)
 	struct pop3_parser *p = xcalloc(1, sizeof(*p));
 
 	p->limits = *limits;
-	p->line_max = limits->max_line_len > limits->max_auth_line_len
-			  ? limits->max_line_len
-			  : limits->max_auth_line_len;
+	/* AUTH continuation lines carry credentials */
+	line_reader_init(&p->lr, limits->max_line_len > limits->max_auth_line_len
+				 ? limits->max_line_len
+				 : limits->max_auth_line_len, true);
 	if (limits->max_args > 0)
 		p->args = xcalloc(limits->max_args, sizeof(*p->args));
 	return p;
@@ -66,25 +61,10 @@ void pop3_parser_free(struct pop3_parser **parser)
 
 	if (p == NULL)
 		return;
-	if (p->line != NULL)
-		str_wipe(p->line, p->line_size);
-	free(p->line);
+	line_reader_deinit(&p->lr);
 	free(p->args);
 	free(p);
 	*parser = NULL;
-}
-
-static void line_reset(struct pop3_parser *p)
-{
-	p->line_len = 0;
-	p->line_start = p->stream_pos;
-	p->reset_pending = false;
-}
-
-/* Whether part of a line is buffered and the rest still to come. */
-static bool line_partial(const struct pop3_parser *p)
-{
-	return p->line_len > 0 && !p->reset_pending && !p->skipping;
 }
 
 static void set_error(struct pop3_parser *p, struct pop3_parse_error *err,
@@ -93,26 +73,7 @@ static void set_error(struct pop3_parser *p, struct pop3_parse_error *err,
 {
 	err->kind = kind;
 	err->msg = msg;
-	err->offset = p->line_start + line_pos;
-}
-
-static void line_append(struct pop3_parser *p, const uint8_t *data, size_t len)
-{
-	if (len == 0)
-		return;
-	size_t need = p->line_len + len;
-	assert(need <= p->line_max);
-	if (need > p->line_size) {
-		size_t nsize = p->line_size < 64 ? 64 : p->line_size;
-		while (nsize < need)
-			nsize *= 2;
-		if (nsize > p->line_max)
-			nsize = p->line_max;
-		p->line = xrealloc(p->line, nsize);
-		p->line_size = nsize;
-	}
-	memcpy(p->line + p->line_len, data, len);
-	p->line_len = need;
+	err->offset = p->lr.line_start + line_pos;
 }
 
 /* Reads up to a complete line with the given limit. Returns 1 with
@@ -122,62 +83,21 @@ static int read_line(struct pop3_parser *p, const uint8_t *in, size_t size,
 		     size_t *consumed_r, size_t limit, size_t *end_r,
 		     struct pop3_parse_error *err)
 {
-	size_t used = 0;
+	enum line_reader_error lerr;
+	size_t pos;
 
 	memset(err, 0, sizeof(*err));
-	if (p->reset_pending)
-		line_reset(p);
-	for (;;) {
-		if (p->skipping) {
-			const uint8_t *lf =
-			    memchr(in + used, '\n', size - used);
-			size_t n = lf == NULL ? size - used
-					      : (size_t)(lf - (in + used)) + 1;
-			used += n;
-			p->stream_pos += n;
-			if (lf == NULL)
-				break;
-			p->skipping = false;
-			line_reset(p);
-		}
-		if (used == size)
-			break;
-		const uint8_t *lf = memchr(in + used, '\n', size - used);
-		size_t take =
-		    lf == NULL ? size - used : (size_t)(lf - (in + used)) + 1;
-		if (take > limit - p->line_len) {
-			size_t fit = limit - p->line_len;
-			line_append(p, in + used, fit);
-			used += fit;
-			p->stream_pos += fit;
+	int ret = line_reader_read(&p->lr, in, size, limit, consumed_r, end_r,
+				   &lerr, &pos);
+	if (ret < 0) {
+		if (lerr == LINE_READER_TOO_LONG)
 			set_error(p, err, POP3_PARSE_ERR_TOO_LONG,
-				  "Input line too long.", p->line_len);
-			p->skipping = true;
-			*consumed_r = used;
-			return -1;
-		}
-		line_append(p, in + used, take);
-		used += take;
-		p->stream_pos += take;
-		if (lf == NULL)
-			break;
-		*consumed_r = used;
-		p->reset_pending = true;
-		size_t end = p->line_len - 1;
-		if (end > 0 && p->line[end - 1] == '\r')
-			end--;
-		const uint8_t *nul = memchr(p->line, '\0', end);
-		if (nul != NULL) {
+				  "Input line too long.", pos);
+		else
 			set_error(p, err, POP3_PARSE_ERR_NUL,
-				  "NUL byte in command.",
-				  (size_t)(nul - p->line));
-			return -1;
-		}
-		*end_r = end;
-		return 1;
+				  "NUL byte in command.", pos);
 	}
-	*consumed_r = used;
-	return 0;
+	return ret;
 }
 
 static bool is_verb_char(uint8_t c)
@@ -190,7 +110,7 @@ static enum pop3_parse_result split_command(struct pop3_parser *p, size_t end,
 					    struct pop3_command *cmd,
 					    struct pop3_parse_error *err)
 {
-	const char *s = (const char *)p->line;
+	const char *s = (const char *)p->lr.line;
 	size_t i = 0;
 
 	if (end == 0) {
@@ -212,7 +132,7 @@ static enum pop3_parse_result split_command(struct pop3_parser *p, size_t end,
 	}
 	cmd->verb_str = str_from(s, i);
 	cmd->verb = pop3_verb_lookup(cmd->verb_str);
-	cmd->offset = p->line_start;
+	cmd->offset = p->lr.line_start;
 	if (i < end)
 		i++; /* the one space after the verb */
 	cmd->rest = str_from(s + i, end - i);
@@ -244,7 +164,7 @@ enum pop3_parse_result pop3_parser_parse(struct pop3_parser *p,
 
 	memset(cmd_r, 0, sizeof(*cmd_r));
 	/* a partial read_line line must be finished first */
-	assert(!p->raw || !line_partial(p));
+	assert(!p->raw || !line_reader_partial(&p->lr));
 	p->raw = false;
 	int ret = read_line(p, data, size, consumed_r, p->limits.max_line_len,
 			    &end, error_r);
@@ -265,7 +185,7 @@ enum pop3_parse_result pop3_parser_read_line(struct pop3_parser *p,
 
 	*line_r = STR_NULL;
 	/* a partial command line must be finished first */
-	assert(p->raw || !line_partial(p));
+	assert(p->raw || !line_reader_partial(&p->lr));
 	p->raw = true;
 	int ret = read_line(p, data, size, consumed_r,
 			    p->limits.max_auth_line_len, &end, error_r);
@@ -273,6 +193,6 @@ enum pop3_parse_result pop3_parser_read_line(struct pop3_parser *p,
 		return POP3_PARSE_ERROR;
 	if (ret == 0)
 		return POP3_PARSE_MORE;
-	*line_r = str_from(end == 0 ? "" : (const char *)p->line, end);
+	*line_r = str_from(end == 0 ? "" : (const char *)p->lr.line, end);
 	return POP3_PARSE_LINE;
 }

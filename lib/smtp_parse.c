@@ -8,19 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "line_reader.h"
 #include "xmalloc.h"
 
 struct smtp_parser {
 	struct smtp_parser_limits limits;
-	uint8_t *line;
-	size_t line_len;
-	size_t line_size;
+	struct line_reader lr;
 	char *scratch;             /* unquoted local part, max_line_len bytes */
 	struct smtp_param *params; /* max_params entries */
-	bool skipping;             /* discarding the rest of a too-long line */
-	bool reset_pending;        /* the last call returned a line or error */
-	uint64_t stream_pos;       /* bytes consumed since creation */
-	uint64_t line_start;       /* stream offset of line[0] */
 };
 
 static const struct {
@@ -52,6 +47,7 @@ struct smtp_parser *smtp_parser_new(const struct smtp_parser_limits *limits)
 	struct smtp_parser *p = xcalloc(1, sizeof(*p));
 
 	p->limits = *limits;
+	line_reader_init(&p->lr, limits->max_line_len, false);
 	if (limits->max_params > 0)
 		p->params = xcalloc(limits->max_params, sizeof(*p->params));
 	return p;
@@ -63,7 +59,7 @@ void smtp_parser_free(struct smtp_parser **parser)
 
 	if (p == NULL)
 		return;
-	free(p->line);
+	line_reader_deinit(&p->lr);
 	free(p->scratch);
 	free(p->params);
 	free(p);
@@ -78,33 +74,7 @@ static void set_error(struct smtp_parser *p, struct smtp_parse_error *err,
 {
 	err->kind = kind;
 	err->msg = msg;
-	err->offset = p->line_start + line_pos;
-}
-
-static void line_reset(struct smtp_parser *p)
-{
-	p->line_len = 0;
-	p->line_start = p->stream_pos;
-	p->reset_pending = false;
-}
-
-static void line_append(struct smtp_parser *p, const uint8_t *data, size_t len)
-{
-	if (len == 0)
-		return;
-	size_t need = p->line_len + len;
-	assert(need <= p->limits.max_line_len);
-	if (need > p->line_size) {
-		size_t nsize = p->line_size < 128 ? 128 : p->line_size;
-		while (nsize < need)
-			nsize *= 2;
-		if (nsize > p->limits.max_line_len)
-			nsize = p->limits.max_line_len;
-		p->line = xrealloc(p->line, nsize);
-		p->line_size = nsize;
-	}
-	memcpy(p->line + p->line_len, data, len);
-	p->line_len = need;
+	err->offset = p->lr.line_start + line_pos;
 }
 
 /* Returns 1 with a complete line (*end_r = length without line end), 0
@@ -113,61 +83,20 @@ static int read_line(struct smtp_parser *p, const uint8_t *in, size_t size,
 		     size_t *consumed_r, size_t *end_r,
 		     struct smtp_parse_error *err)
 {
-	size_t used = 0;
+	enum line_reader_error lerr;
+	size_t pos;
 
-	if (p->reset_pending)
-		line_reset(p);
-	for (;;) {
-		if (p->skipping) {
-			const uint8_t *lf =
-			    memchr(in + used, '\n', size - used);
-			size_t n = lf == NULL ? size - used
-					      : (size_t)(lf - (in + used)) + 1;
-			used += n;
-			p->stream_pos += n;
-			if (lf == NULL)
-				break;
-			p->skipping = false;
-			line_reset(p);
-		}
-		if (used == size)
-			break;
-		const uint8_t *lf = memchr(in + used, '\n', size - used);
-		size_t take =
-		    lf == NULL ? size - used : (size_t)(lf - (in + used)) + 1;
-		if (take > p->limits.max_line_len - p->line_len) {
-			size_t fit = p->limits.max_line_len - p->line_len;
-			line_append(p, in + used, fit);
-			used += fit;
-			p->stream_pos += fit;
+	int ret = line_reader_read(&p->lr, in, size, p->limits.max_line_len,
+				   consumed_r, end_r, &lerr, &pos);
+	if (ret < 0) {
+		if (lerr == LINE_READER_TOO_LONG)
 			set_error(p, err, SMTP_PARSE_ERR_TOO_LONG,
-				  "Line too long.", p->line_len);
-			p->skipping = true;
-			*consumed_r = used;
-			return -1;
-		}
-		line_append(p, in + used, take);
-		used += take;
-		p->stream_pos += take;
-		if (lf == NULL)
-			break;
-		*consumed_r = used;
-		p->reset_pending = true;
-		size_t end = p->line_len - 1;
-		if (end > 0 && p->line[end - 1] == '\r')
-			end--;
-		const uint8_t *nul = memchr(p->line, '\0', end);
-		if (nul != NULL) {
+				  "Line too long.", pos);
+		else
 			set_error(p, err, SMTP_PARSE_ERR_NUL,
-				  "NUL byte in command.",
-				  (size_t)(nul - p->line));
-			return -1;
-		}
-		*end_r = end;
-		return 1;
+				  "NUL byte in command.", pos);
 	}
-	*consumed_r = used;
-	return 0;
+	return ret;
 }
 
 /* ---- paths and parameters -------------------------------------------- */
@@ -448,7 +377,7 @@ static bool parse_command(struct smtp_parser *p, size_t end,
 			  struct smtp_command *cmd,
 			  struct smtp_parse_error *err)
 {
-	struct cursor c = {p, p->line, 0, end, err};
+	struct cursor c = {p, p->lr.line, 0, end, err};
 
 	if (end == 0)
 		return cur_fail(&c, SMTP_PARSE_ERR_EMPTY, "Empty command.");
@@ -464,7 +393,7 @@ static bool parse_command(struct smtp_parser *p, size_t end,
 	cmd->verb_str = str_from((const char *)c.s, c.i);
 	cmd->verb = smtp_verb_lookup(cmd->verb_str);
 	err->verb = cmd->verb;
-	cmd->offset = p->line_start;
+	cmd->offset = p->lr.line_start;
 	if (c.i < end)
 		c.i++;
 	cmd->args = str_from((const char *)c.s + c.i, end - c.i);
@@ -535,12 +464,7 @@ enum smtp_parse_result smtp_parser_parse(struct smtp_parser *p,
 
 void smtp_parser_advance(struct smtp_parser *p, uint64_t n)
 {
-	/* only between lines */
-	assert(p->reset_pending || (p->line_len == 0 && !p->skipping));
-	p->stream_pos += n;
-	if (p->reset_pending)
-		line_reset(p);
-	p->line_start = p->stream_pos;
+	line_reader_skip(&p->lr, n);
 }
 
 /* ---- DATA decoder -------------------------------------------------------- */
