@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 
 #include "directing.h"
+#include "lmtp.h"
 #include "proxy_protocol.h"
 #include "str.h"
 #include "tls.h"
@@ -437,6 +438,7 @@ void client_accept(struct net_worker *nw, int fd, const struct net_addr *peer,
 	struct proxy_config *cfg = proxy_config_ref();
 	const struct listener_settings *l = &cfg->set.listeners[listener_idx];
 	const struct client_protocol *proto =
+		l->protocol == LISTENER_LMTP ? &lmtp_protocol :
 		l->protocol == LISTENER_POP3 ? &pop3_protocol : &imap_protocol;
 
 	unsigned int now = atomic_fetch_add(&proxy.connections, 1) + 1;

@@ -210,7 +210,8 @@ static int start_listeners(const struct proxy_settings *set)
 			}
 			log_info("listening on %s (%s%s%s)",
 				 net_addr_str(&bound, addr, sizeof(addr)),
-				 l->protocol == LISTENER_POP3 ? "pop3" : "imap",
+				 l->protocol == LISTENER_POP3 ? "pop3" :
+				 l->protocol == LISTENER_LMTP ? "lmtp" : "imap",
 				 l->ssl ? ", implicit TLS" : "",
 				 l->haproxy ? ", PROXY protocol" : "");
 		}

@@ -4,7 +4,8 @@
 #include "net.h"
 #include "str.h"
 
-static const char *const protocol_values[] = { "imap", "pop3", NULL };
+static const char *const protocol_values[] = { "imap", "pop3", "lmtp",
+						NULL };
 static const char *const backend_ssl_values[] = { "no", "starttls", "yes",
 						   NULL };
 static const char *const log_level_values[] = { "debug", "info", "notice",
@@ -14,7 +15,7 @@ static const char *const user_hash_values[] = { "user", "domain", NULL };
 #define L struct listener_settings
 static const struct config_def listener_defs[] = {
 	CONFIG_DEF_ENUM(L, "protocol", protocol, "imap", protocol_values,
-			"imap or pop3"),
+			"imap, pop3 or lmtp"),
 	CONFIG_DEF_LIST(L, "address", address, NULL,
 			"addresses to listen on: 127.0.0.1:143 [::1]:143"),
 	CONFIG_DEF_BOOL(L, "ssl", ssl, "no",
@@ -159,6 +160,13 @@ static const struct config_def proxy_defs[] = {
 			"users whose traffic is logged (never passwords)"),
 	CONFIG_DEF_DURATION(S, "shutdown_grace", shutdown_grace_msecs, "30s",
 			    0, 0, "on SIGTERM, time sessions get to finish"),
+	CONFIG_DEF_DURATION(S, "lmtp_timeout", lmtp_timeout_msecs, "5m", 1000,
+			    0, "LMTP: idle MTA, or a backend silent this long"),
+	CONFIG_DEF_SIZE(S, "lmtp_max_message_size", lmtp_max_message_size,
+			"50M", 1024, 1073741824,
+			"LMTP: largest message (spooled in memory)"),
+	CONFIG_DEF_UINT(S, "lmtp_max_recipients", lmtp_max_recipients, "100",
+			1, 100, "LMTP: recipients per message"),
 	CONFIG_DEF_SECTIONS(S, "listener", listeners, listener_count,
 			    &listener_section, "listener NAME { ... }"),
 	CONFIG_DEF_SECTIONS(S, "backend", backends, backend_count,

@@ -14,6 +14,7 @@
 enum listener_protocol {
 	LISTENER_IMAP = 0,
 	LISTENER_POP3,
+	LISTENER_LMTP,
 };
 
 struct listener_settings {
@@ -104,6 +105,9 @@ struct proxy_settings {
 	char *rawlog_dir;
 	struct config_strlist rawlog_users;
 	uint64_t shutdown_grace_msecs;
+	uint64_t lmtp_timeout_msecs;
+	uint64_t lmtp_max_message_size;
+	uint64_t lmtp_max_recipients;
 
 	struct listener_settings *listeners;
 	size_t listener_count;

@@ -12,7 +12,7 @@ Layout of one proxy (<dir> = ProcessManager dir, e.g. /tmp/mrit-XXXX/<test>/prox
                        extra_conf="", passwd_lines=None, users=1000,
                        password="pass", tls=False, start=True, timeout=10)
 
-backends: DovecotBackend objects (name, host, imap_port, pop3_port taken
+backends: DovecotBackend objects (name, host, imap/pop3/lmtp_port taken
   from them) and/or dicts of backend settings with a "name" key, e.g.
   {"name": "dead", "host": "127.0.0.1", "imap_port": 20001, "weight": 50};
   a dict with "dovecot": DovecotBackend takes name/host/ports from it and
@@ -21,7 +21,8 @@ listeners: None = one plain IMAP listener "imap"; or a list of names
   ("imap", "imaps", "pop3", "pop3s": the protocol is pop3 for names
   starting with "pop3", ssl = yes for names ending in "s"); or a dict
   {name: {protocol, ssl, haproxy, address, port}}; missing ports are
-  allocated, address defaults to 127.0.0.1:<port>.
+  allocated, address defaults to 127.0.0.1:<port>.  LMTP listeners
+  ({"lmtp": {"protocol": "lmtp"}}) are probed for their "220 " greeting.
 settings: top-level settings overriding DEFAULT_SETTINGS (values: str,
   int, bool -> yes/no, list/tuple -> space separated).  Top-level
   `key = value` lines of extra_conf also override (the config loader
@@ -227,7 +228,8 @@ class MailringProxy:
                 d, dv = {}, b
             if dv is not None:
                 base = {"name": dv.name, "host": dv.host,
-                        "imap_port": dv.imap_port, "pop3_port": dv.pop3_port}
+                        "imap_port": dv.imap_port, "pop3_port": dv.pop3_port,
+                        "lmtp_port": dv.lmtp_port}
                 base.update(d)
                 d = base
             name = d.pop("name")
@@ -307,8 +309,8 @@ class MailringProxy:
         return call_check(probe, "greeting on listener %s" % name)
 
     def greeting_prefix(self, listener="imap"):
-        return b"+OK" if self.listeners[listener]["protocol"] == "pop3" \
-            else b"* OK"
+        return {"pop3": b"+OK", "lmtp": b"220 "}.get(
+            self.listeners[listener]["protocol"], b"* OK")
 
     @staticmethod
     def _read_line(s):
