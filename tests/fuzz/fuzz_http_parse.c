@@ -11,6 +11,8 @@
 
 #include "http_parse.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct run {
@@ -21,30 +23,6 @@ struct run {
 	uint64_t hash;
 	size_t events;
 };
-
-static void mix(struct run *r, const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		r->hash ^= b[i];
-		r->hash *= 1099511628211ULL;
-	}
-}
-
-static void mix_u64(struct run *r, uint64_t v)
-{
-	mix(r, &v, sizeof(v));
-}
-
-static void mix_str(struct run *r, struct str s)
-{
-	mix_u64(r, s.len);
-	if (s.len > 0) {
-		if (s.p == NULL)
-			abort();
-		mix(r, s.p, s.len);
-	}
-}
 
 static bool has_ctl(struct str s)
 {
@@ -73,12 +51,12 @@ static void check_message(struct run *r, const struct http_message *m)
 	}
 	if (!m->has_content_length && m->body.len != 0)
 		abort();
-	mix_str(r, m->method);
-	mix_str(r, m->target);
-	mix_u64(r, m->status);
-	mix_str(r, m->reason);
-	mix_u64(r, m->version_minor);
-	mix_u64(r, m->header_count);
+	fuzz_mix_str(&r->hash, m->method, 0);
+	fuzz_mix_str(&r->hash, m->target, 0);
+	fuzz_mix_u64(&r->hash, m->status);
+	fuzz_mix_str(&r->hash, m->reason, 0);
+	fuzz_mix_u64(&r->hash, m->version_minor);
+	fuzz_mix_u64(&r->hash, m->header_count);
 	for (size_t i = 0; i < m->header_count; i++) {
 		const struct http_header *h = &m->headers[i];
 		if (h->name.len == 0 || h->name.len + h->value.len >= l->max_line_len ||
@@ -87,32 +65,26 @@ static void check_message(struct run *r, const struct http_message *m)
 		if (h->value.len > 0 &&
 		    (h->value.p[0] == ' ' || h->value.p[h->value.len - 1] == ' '))
 			abort();
-		mix_str(r, h->name);
-		mix_str(r, h->value);
+		fuzz_mix_str(&r->hash, h->name, 0);
+		fuzz_mix_str(&r->hash, h->value, 0);
 	}
 	struct str v;
 	if (http_message_header(m, STR("content-length"), &v) !=
 	    m->has_content_length)
 		abort();
-	mix_str(r, m->body);
+	fuzz_mix_str(&r->hash, m->body, 0);
 }
 
 static void run_stream(struct run *r, unsigned int chunk_seed)
 {
 	struct http_parser *p = http_parser_new(r->mode, r->limits);
-	uint32_t rng = chunk_seed * 2654435761u + 1;
+	struct fuzz_chunker chunker;
+
+	fuzz_chunker_init(&chunker, chunk_seed);
 	size_t pos = 0;
 
 	while (pos < r->len) {
-		size_t give = r->len - pos;
-		if (chunk_seed != 0) {
-			rng ^= rng << 13;
-			rng ^= rng >> 17;
-			rng ^= rng << 5;
-			size_t c = 1 + rng % (1 + (chunk_seed & 63));
-			if (c < give)
-				give = c;
-		}
+		size_t give = fuzz_chunk_next(&chunker, r->len - pos);
 		size_t consumed = SIZE_MAX;
 		struct http_message msg;
 		struct http_parse_error err;
@@ -128,8 +100,8 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			break;
 		case HTTP_PARSE_DONE:
 			r->events++;
-			mix_u64(r, 1);
-			mix_u64(r, pos);
+			fuzz_mix_u64(&r->hash, 1);
+			fuzz_mix_u64(&r->hash, pos);
 			check_message(r, &msg);
 			break;
 		case HTTP_PARSE_ERROR:
@@ -137,11 +109,11 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			    err.status < 400 || err.status > 599)
 				abort();
 			r->events++;
-			mix_u64(r, 2);
-			mix_u64(r, pos);
-			mix_u64(r, err.kind);
-			mix_u64(r, err.status);
-			mix_u64(r, err.offset);
+			fuzz_mix_u64(&r->hash, 2);
+			fuzz_mix_u64(&r->hash, pos);
+			fuzz_mix_u64(&r->hash, err.kind);
+			fuzz_mix_u64(&r->hash, err.status);
+			fuzz_mix_u64(&r->hash, err.offset);
 			http_parser_reset(p);
 			/* an error with nothing consumed cannot happen here:
 			 * it would loop forever */

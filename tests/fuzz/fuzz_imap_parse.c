@@ -15,6 +15,8 @@
 
 #include "imap_parse.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct run {
@@ -27,40 +29,16 @@ struct run {
 	size_t lit_sum; /* literal bytes of the current command */
 };
 
-static void mix(struct run *r, const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		r->hash ^= b[i];
-		r->hash *= 1099511628211ULL;
-	}
-}
-
-static void mix_u64(struct run *r, uint64_t v)
-{
-	mix(r, &v, sizeof(v));
-}
-
-static void mix_str(struct run *r, struct str s)
-{
-	mix_u64(r, s.len);
-	if (s.len > 0) {
-		if (s.p == NULL)
-			abort();
-		mix(r, s.p, s.len);
-	}
-}
-
 static void check_arg(struct run *r, const struct imap_arg *a, uint64_t lo,
 		      uint64_t hi, unsigned int depth)
 {
 	r->tokens++;
 	if (a->offset < lo || a->offset >= hi)
 		abort();
-	mix_u64(r, a->type);
-	mix_u64(r, a->offset);
-	mix_u64(r, (uint64_t)a->literal_nonsync << 1 | a->literal8);
-	mix_str(r, a->str);
+	fuzz_mix_u64(&r->hash, a->type);
+	fuzz_mix_u64(&r->hash, a->offset);
+	fuzz_mix_u64(&r->hash, (uint64_t)a->literal_nonsync << 1 | a->literal8);
+	fuzz_mix_str(&r->hash, a->str, 0);
 	switch (a->type) {
 	case IMAP_ARG_ATOM:
 	case IMAP_ARG_NIL:
@@ -99,7 +77,7 @@ static void check_arg(struct run *r, const struct imap_arg *a, uint64_t lo,
 			abort();
 		if (a->list_count == 0 && a->list != NULL)
 			abort();
-		mix_u64(r, a->list_count);
+		fuzz_mix_u64(&r->hash, a->list_count);
 		for (size_t i = 0; i < a->list_count; i++)
 			check_arg(r, &a->list[i], lo, hi, depth + 1);
 		break;
@@ -115,12 +93,12 @@ static void check_error(struct run *r, const struct imap_parse_error *err,
 		abort();
 	if (err->offset > pos || err->pos > err->offset)
 		abort();
-	mix_u64(r, err->kind);
-	mix_u64(r, err->offset);
-	mix_u64(r, err->pos);
-	mix_u64(r, (uint64_t)err->fatal << 1 | err->literal_nonsync);
-	mix_str(r, err->tag);
-	mix(r, err->msg, strlen(err->msg));
+	fuzz_mix_u64(&r->hash, err->kind);
+	fuzz_mix_u64(&r->hash, err->offset);
+	fuzz_mix_u64(&r->hash, err->pos);
+	fuzz_mix_u64(&r->hash, (uint64_t)err->fatal << 1 | err->literal_nonsync);
+	fuzz_mix_str(&r->hash, err->tag, 0);
+	fuzz_mix(&r->hash, err->msg, strlen(err->msg));
 	switch (err->kind) {
 	case IMAP_PARSE_ERR_NUL:
 		if (err->offset >= r->len || r->in[err->offset] != 0)
@@ -152,20 +130,14 @@ static void check_error(struct run *r, const struct imap_parse_error *err,
 static void run_stream(struct run *r, unsigned int chunk_seed)
 {
 	struct imap_parser *p = imap_parser_new(r->limits);
-	uint32_t rng = chunk_seed * 2654435761u + 1;
+	struct fuzz_chunker chunker;
+
+	fuzz_chunker_init(&chunker, chunk_seed);
 	size_t pos = 0;
 	bool line_mode = false;
 
 	while (pos < r->len) {
-		size_t give = r->len - pos;
-		if (chunk_seed != 0) {
-			rng ^= rng << 13;
-			rng ^= rng >> 17;
-			rng ^= rng << 5;
-			size_t c = 1 + rng % (1 + (chunk_seed & 63));
-			if (c < give)
-				give = c;
-		}
+		size_t give = fuzz_chunk_next(&chunker, r->len - pos);
 		size_t consumed = SIZE_MAX;
 		struct imap_command cmd;
 		struct imap_parse_error err;
@@ -185,7 +157,7 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			abort();
 		if (res != IMAP_PARSE_MORE) {
 			r->events++;
-			mix_u64(r, (uint64_t)(res + 1));
+			fuzz_mix_u64(&r->hash, (uint64_t)(res + 1));
 		}
 		switch (res) {
 		case IMAP_PARSE_MORE:
@@ -196,10 +168,10 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			if (line_mode || cmd.tag.len == 0 ||
 			    cmd.name.len == 0 || cmd.offset >= pos)
 				abort();
-			mix_str(r, cmd.tag);
-			mix_str(r, cmd.name);
-			mix_u64(r, cmd.offset);
-			mix_u64(r, cmd.arg_count);
+			fuzz_mix_str(&r->hash, cmd.tag, 0);
+			fuzz_mix_str(&r->hash, cmd.name, 0);
+			fuzz_mix_u64(&r->hash, cmd.offset);
+			fuzz_mix_u64(&r->hash, cmd.arg_count);
 			r->tokens = 0;
 			r->lit_sum = 0;
 			for (size_t i = 0; i < cmd.arg_count; i++)
@@ -217,14 +189,14 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			    cmd.literal_size > r->limits->max_literal_size ||
 			    r->in[pos - 1] != '\n')
 				abort();
-			mix_u64(r, cmd.literal_size);
-			mix_str(r, cmd.tag);
+			fuzz_mix_u64(&r->hash, cmd.literal_size);
+			fuzz_mix_str(&r->hash, cmd.tag, 0);
 			break;
 		case IMAP_PARSE_LINE:
 			if (!line_mode || memchr(line.p, 0, line.len) != NULL ||
 			    line.len >= r->limits->max_line_len)
 				abort();
-			mix_str(r, line);
+			fuzz_mix_str(&r->hash, line, 0);
 			line_mode = false;
 			break;
 		case IMAP_PARSE_ERROR:

@@ -11,6 +11,8 @@
 
 #include "pop3_parse.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct run {
@@ -20,30 +22,6 @@ struct run {
 	uint64_t hash;
 	size_t events;
 };
-
-static void mix(struct run *r, const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		r->hash ^= b[i];
-		r->hash *= 1099511628211ULL;
-	}
-}
-
-static void mix_u64(struct run *r, uint64_t v)
-{
-	mix(r, &v, sizeof(v));
-}
-
-static void mix_str(struct run *r, struct str s)
-{
-	mix_u64(r, s.len);
-	if (s.len > 0) {
-		if (s.p == NULL || memchr(s.p, 0, s.len) != NULL)
-			abort();
-		mix(r, s.p, s.len);
-	}
-}
 
 static bool inside(struct str part, struct str whole)
 {
@@ -69,37 +47,31 @@ static void check_command(struct run *r, const struct pop3_command *cmd,
 	if (cmd->arg_count > r->limits->max_args ||
 	    (cmd->args_overflow && cmd->arg_count != r->limits->max_args))
 		abort();
-	mix_u64(r, cmd->verb);
-	mix_u64(r, cmd->offset);
-	mix_str(r, v);
-	mix_str(r, cmd->rest);
-	mix_u64(r, cmd->arg_count << 1 | cmd->args_overflow);
+	fuzz_mix_u64(&r->hash, cmd->verb);
+	fuzz_mix_u64(&r->hash, cmd->offset);
+	fuzz_mix_str(&r->hash, v, 1);
+	fuzz_mix_str(&r->hash, cmd->rest, 1);
+	fuzz_mix_u64(&r->hash, cmd->arg_count << 1 | cmd->args_overflow);
 	for (size_t i = 0; i < cmd->arg_count; i++) {
 		struct str a = cmd->args[i];
 		if (a.len == 0 || memchr(a.p, ' ', a.len) != NULL ||
 		    !inside(a, cmd->rest))
 			abort();
-		mix_str(r, a);
+		fuzz_mix_str(&r->hash, a, 1);
 	}
 }
 
 static void run_stream(struct run *r, unsigned int chunk_seed)
 {
 	struct pop3_parser *p = pop3_parser_new(r->limits);
-	uint32_t rng = chunk_seed * 2654435761u + 1;
+	struct fuzz_chunker chunker;
+
+	fuzz_chunker_init(&chunker, chunk_seed);
 	size_t pos = 0;
 	bool line_mode = false;
 
 	while (pos < r->len) {
-		size_t give = r->len - pos;
-		if (chunk_seed != 0) {
-			rng ^= rng << 13;
-			rng ^= rng >> 17;
-			rng ^= rng << 5;
-			size_t c = 1 + rng % (1 + (chunk_seed & 63));
-			if (c < give)
-				give = c;
-		}
+		size_t give = fuzz_chunk_next(&chunker, r->len - pos);
 		size_t consumed = SIZE_MAX;
 		struct pop3_command cmd;
 		struct pop3_parse_error err;
@@ -117,7 +89,7 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 		pos += consumed;
 		if (res != POP3_PARSE_MORE) {
 			r->events++;
-			mix_u64(r, (uint64_t)(res + 1));
+			fuzz_mix_u64(&r->hash, (uint64_t)(res + 1));
 		}
 		switch (res) {
 		case POP3_PARSE_MORE:
@@ -135,7 +107,7 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			if (!line_mode ||
 			    line.len >= r->limits->max_auth_line_len)
 				abort();
-			mix_str(r, line);
+			fuzz_mix_str(&r->hash, line, 1);
 			line_mode = false;
 			break;
 		case POP3_PARSE_ERROR:
@@ -144,8 +116,8 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			if (err.kind == POP3_PARSE_ERR_NUL &&
 			    r->in[err.offset] != 0)
 				abort();
-			mix_u64(r, err.kind);
-			mix_u64(r, err.offset);
+			fuzz_mix_u64(&r->hash, err.kind);
+			fuzz_mix_u64(&r->hash, err.offset);
 			line_mode = false;
 			break;
 		default:

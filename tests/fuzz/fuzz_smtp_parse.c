@@ -14,6 +14,8 @@
 
 #include "smtp_parse.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct run {
@@ -26,30 +28,6 @@ struct run {
 	uint64_t hash;
 	size_t events;
 };
-
-static void mix(struct run *r, const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < len; i++) {
-		r->hash ^= b[i];
-		r->hash *= 1099511628211ULL;
-	}
-}
-
-static void mix_u64(struct run *r, uint64_t v)
-{
-	mix(r, &v, sizeof(v));
-}
-
-static void mix_str(struct run *r, struct str s)
-{
-	mix_u64(r, s.len);
-	if (s.len > 0) {
-		if (s.p == NULL || memchr(s.p, 0, s.len) != NULL)
-			abort();
-		mix(r, s.p, s.len);
-	}
-}
 
 static void check_command(struct run *r, const struct smtp_command *cmd,
 			  size_t pos)
@@ -64,10 +42,10 @@ static void check_command(struct run *r, const struct smtp_command *cmd,
 	    memcmp(cmd->args.p, r->in + cmd->offset + v.len + 1,
 		   cmd->args.len) != 0)
 		abort();
-	mix_u64(r, cmd->verb);
-	mix_u64(r, cmd->offset);
-	mix_str(r, v);
-	mix_str(r, cmd->args);
+	fuzz_mix_u64(&r->hash, cmd->verb);
+	fuzz_mix_u64(&r->hash, cmd->offset);
+	fuzz_mix_str(&r->hash, v, 1);
+	fuzz_mix_str(&r->hash, cmd->args, 1);
 	if (cmd->verb == SMTP_VERB_MAIL || cmd->verb == SMTP_VERB_RCPT) {
 		const struct smtp_path *path = &cmd->path;
 		if (path->null != (path->raw.len == 0) ||
@@ -80,10 +58,10 @@ static void check_command(struct run *r, const struct smtp_command *cmd,
 		if (path->local.len > path->raw.len ||
 		    path->domain.len >= path->raw.len + path->null)
 			abort();
-		mix_u64(r, (uint64_t)path->null << 1 | path->quoted);
-		mix_str(r, path->raw);
-		mix_str(r, path->local);
-		mix_str(r, path->domain);
+		fuzz_mix_u64(&r->hash, (uint64_t)path->null << 1 | path->quoted);
+		fuzz_mix_str(&r->hash, path->raw, 1);
+		fuzz_mix_str(&r->hash, path->local, 1);
+		fuzz_mix_str(&r->hash, path->domain, 1);
 		if (cmd->param_count > r->limits->max_params)
 			abort();
 		for (size_t i = 0; i < cmd->param_count; i++) {
@@ -93,14 +71,14 @@ static void check_command(struct run *r, const struct smtp_command *cmd,
 			    memchr(pa->value.p, ' ', pa->value.len) != NULL ||
 			    memchr(pa->value.p, '=', pa->value.len) != NULL)
 				abort();
-			mix_str(r, pa->keyword);
-			mix_str(r, pa->value);
+			fuzz_mix_str(&r->hash, pa->keyword, 1);
+			fuzz_mix_str(&r->hash, pa->value, 1);
 		}
 	} else if (cmd->param_count != 0) {
 		abort();
 	}
-	mix_u64(r, cmd->bdat_size);
-	mix_u64(r, cmd->bdat_last);
+	fuzz_mix_u64(&r->hash, cmd->bdat_size);
+	fuzz_mix_u64(&r->hash, cmd->bdat_last);
 }
 
 /* Dot-stuffs r->msg again and decodes it: must give the message back. */
@@ -144,7 +122,9 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 {
 	struct smtp_parser *p = smtp_parser_new(r->limits);
 	struct smtp_data_decoder *dec = smtp_data_decoder_new(r->max_size);
-	uint32_t rng = chunk_seed * 2654435761u + 1;
+	struct fuzz_chunker chunker;
+
+	fuzz_chunker_init(&chunker, chunk_seed);
 	size_t pos = 0;
 	size_t out_size = chunk_seed == 0 ? 4096 : 2 + chunk_seed % 7;
 	uint8_t out[4096];
@@ -155,15 +135,7 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 	if (r->msg == NULL)
 		abort();
 	while (pos < r->len) {
-		size_t give = r->len - pos;
-		if (chunk_seed != 0) {
-			rng ^= rng << 13;
-			rng ^= rng >> 17;
-			rng ^= rng << 5;
-			size_t c = 1 + rng % (1 + (chunk_seed & 63));
-			if (c < give)
-				give = c;
-		}
+		size_t give = fuzz_chunk_next(&chunker, r->len - pos);
 		size_t consumed = SIZE_MAX;
 		if (bdat_left > 0) {
 			consumed = give < bdat_left ? give : (size_t)bdat_left;
@@ -199,10 +171,10 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			if (!big)
 				check_roundtrip(r);
 			r->events++;
-			mix_u64(r, 100 + (uint64_t)big);
-			mix_u64(r, sz);
-			mix_u64(r, smtp_data_decoder_bare_eol(dec));
-			mix(r, r->msg, r->msg_len);
+			fuzz_mix_u64(&r->hash, 100 + (uint64_t)big);
+			fuzz_mix_u64(&r->hash, sz);
+			fuzz_mix_u64(&r->hash, smtp_data_decoder_bare_eol(dec));
+			fuzz_mix(&r->hash, r->msg, r->msg_len);
 			r->msg_len = 0;
 			smtp_data_decoder_reset(dec);
 			in_data = false;
@@ -218,7 +190,7 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 		pos += consumed;
 		if (res != SMTP_PARSE_MORE) {
 			r->events++;
-			mix_u64(r, (uint64_t)(res + 1));
+			fuzz_mix_u64(&r->hash, (uint64_t)(res + 1));
 		}
 		switch (res) {
 		case SMTP_PARSE_MORE:
@@ -243,17 +215,17 @@ static void run_stream(struct run *r, unsigned int chunk_seed)
 			if (err.kind == SMTP_PARSE_ERR_TOO_LONG &&
 			    err.offset != pos)
 				abort();
-			mix_u64(r, err.kind);
-			mix_u64(r, err.offset);
-			mix_u64(r, err.verb);
-			mix(r, err.msg, strlen(err.msg));
+			fuzz_mix_u64(&r->hash, err.kind);
+			fuzz_mix_u64(&r->hash, err.offset);
+			fuzz_mix_u64(&r->hash, err.verb);
+			fuzz_mix(&r->hash, err.msg, strlen(err.msg));
 			break;
 		default:
 			abort();
 		}
 	}
 	/* a message cut off by the end of input */
-	mix(r, r->msg, r->msg_len);
+	fuzz_mix(&r->hash, r->msg, r->msg_len);
 	free(r->msg);
 	r->msg = NULL;
 	smtp_parser_free(&p);
