@@ -505,10 +505,11 @@ static bool request_check_input(struct auth *auth, struct auth_request *req,
 
 	if (auth_user_normalize(auth->user_rules, params->user, req->user,
 				sizeof(req->user), &error) < 0) {
-		char san[64];
-		str_sanitize(params->user, san, sizeof(san));
+		/* The name itself is not repeated: the caller's log line
+		 * carries the user (escaped once), and a reason never holds
+		 * client bytes, so it is safe to print as it is. */
 		req->result.code = AUTH_RESULT_FAILED;
-		set_reason(req, "invalid user name '%s': %s", san, error);
+		set_reason(req, "invalid user name: %s", error);
 		return false;
 	}
 	if (params->authzid.len > 0 && !str_eq(params->authzid, params->user)) {

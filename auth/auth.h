@@ -103,7 +103,8 @@ struct auth_result {
 	 * NULL when the login name itself was invalid */
 	const char *user;
 	/* why it failed, for the caller's log, never for the client; NULL for
-	 * OK. Contains no password; user names in it are sanitised. */
+	 * OK. Contains no password and no client bytes (the user name is in
+	 * the caller's own log context), so it is safe to print as is. */
 	const char *log_reason;
 	/* something the admin should see even if the request worked (a
 	 * passwd-file reload failed and the old users are served), or NULL */
