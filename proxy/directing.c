@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json_flat.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -210,36 +211,18 @@ bool directing_unmap_idle(const char *user_key, const char *backend)
 	return dropped;
 }
 
-void directing_backend_failed(const char *backend)
-{
-	/* Passive health is counted by the health checker (to come); for
-	 * now a refused connect only un-maps idle users (directing_unmap_idle). */
-	(void)backend;
-}
-
 /* ---- admin ------------------------------------------------------------------ */
 
-/* JSON string: names and users are printable ASCII without spaces (the
- * config and auth enforce it); quotes and backslashes are escaped anyway. */
-static void json_str(struct buf *out, const char *s)
+/* A NUL-terminated string as JSON, through the one JSON writer. */
+static void json_cstr(struct buf *out, const char *s)
 {
-	buf_append_byte(out, '"');
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			buf_printf(out, "\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			buf_printf(out, "\\u%04x", c);
-		else
-			buf_append_byte(out, c);
-	}
-	buf_append_byte(out, '"');
+	json_append_str(out, str_from(s, strlen(s)));
 }
 
 static int json_error(struct buf *out, const char *msg)
 {
 	buf_append_cstr(out, "{\"error\":");
-	json_str(out, msg);
+	json_cstr(out, msg);
 	buf_append_cstr(out, "}");
 	return -1;
 }
@@ -256,11 +239,11 @@ int directing_status(struct buf *out)
 		if (i > 0)
 			buf_append_byte(out, ',');
 		buf_append_cstr(out, "{\"name\":");
-		json_str(out, info.name);
+		json_cstr(out, info.name);
 		buf_printf(out, ",\"state\":\"%s\",\"weight\":%u,\"tag\":",
 			   info.state == DIRECTOR_BACKEND_UP ? "up" : "down",
 			   info.weight);
-		json_str(out, info.tag);
+		json_cstr(out, info.tag);
 		buf_printf(out, ",\"users\":%u,\"sessions\":%u}", info.users,
 			   info.sessions);
 	}
@@ -298,13 +281,13 @@ int directing_ring_status(struct buf *out)
 	buf_append_cstr(out, "{\"store\":\"embedded\",\"proxies_alive\":1,"
 			"\"degraded\":false,\"state_file\":");
 	if (state_path != NULL)
-		json_str(out, state_path);
+		json_cstr(out, state_path);
 	else
 		buf_append_cstr(out, "null");
 	buf_printf(out, ",\"state_saved\":%s", last_save_failed ? "false" : "true");
 	if (last_save_failed) {
 		buf_append_cstr(out, ",\"state_error\":");
-		json_str(out, last_save_error);
+		json_cstr(out, last_save_error);
 	}
 	buf_printf(out, ",\"users\":%zu}", director_mapping_count(dir));
 	pthread_mutex_unlock(&lock);
@@ -323,10 +306,10 @@ int directing_map(const char *user, struct buf *out)
 					 &sessions);
 	pthread_mutex_unlock(&lock);
 	buf_append_cstr(out, "{\"user\":");
-	json_str(out, user);
+	json_cstr(out, user);
 	if (is_mapped) {
 		buf_append_cstr(out, ",\"backend\":");
-		json_str(out, mapped);
+		json_cstr(out, mapped);
 		buf_printf(out, ",\"why\":\"mapped\",\"sessions\":%u}", sessions);
 		return 0;
 	}
@@ -337,12 +320,12 @@ int directing_map(const char *user, struct buf *out)
 		return 0;
 	}
 	buf_append_cstr(out, ",\"backend\":");
-	json_str(out, names[0]);
+	json_cstr(out, names[0]);
 	buf_append_cstr(out, ",\"why\":\"hashed\",\"fallbacks\":[");
 	for (size_t i = 1; i < n; i++) {
 		if (i > 1)
 			buf_append_byte(out, ',');
-		json_str(out, names[i]);
+		json_cstr(out, names[i]);
 	}
 	buf_append_cstr(out, "]}");
 	return 0;
@@ -360,7 +343,7 @@ static void add_user(const char *user, unsigned int sessions, void *context)
 		buf_append_byte(uc->out, ',');
 	uc->first = false;
 	buf_append_cstr(uc->out, "{\"user\":");
-	json_str(uc->out, user);
+	json_cstr(uc->out, user);
 	buf_printf(uc->out, ",\"sessions\":%u}", sessions);
 }
 
@@ -375,7 +358,7 @@ int directing_users(const char *backend, struct buf *out)
 		return json_error(out, "unknown backend");
 	}
 	buf_append_cstr(out, "{\"backend\":");
-	json_str(out, backend);
+	json_cstr(out, backend);
 	buf_append_cstr(out, ",\"users\":[");
 	director_users(dir, backend, now_msecs(), add_user, &uc);
 	buf_append_cstr(out, "]}");
@@ -394,7 +377,7 @@ int directing_set_weight(const char *backend, unsigned int weight,
 		return json_error(out, "unknown backend");
 	log_notice("director: backend %s weight set to %u", backend, weight);
 	buf_append_cstr(out, "{\"backend\":");
-	json_str(out, backend);
+	json_cstr(out, backend);
 	buf_printf(out, ",\"weight\":%u}", weight);
 	return 0;
 }
@@ -416,7 +399,7 @@ int directing_set_up(const char *backend, bool up, struct buf *out)
 	log_notice("director: backend %s set %s (%u sessions closed)", backend,
 		   up ? "up" : "down", kicked);
 	buf_append_cstr(out, "{\"backend\":");
-	json_str(out, backend);
+	json_cstr(out, backend);
 	buf_printf(out, ",\"state\":\"%s\",\"kicked\":%u}", up ? "up" : "down",
 		   kicked);
 	return 0;
@@ -440,7 +423,7 @@ int directing_flush(const char *backend, struct buf *out)
 	log_notice("director: backend %s flushed: %u users unmapped, %u sessions closed",
 		   backend, dropped, kicked);
 	buf_append_cstr(out, "{\"backend\":");
-	json_str(out, backend);
+	json_cstr(out, backend);
 	buf_printf(out, ",\"unmapped\":%u,\"kicked\":%u}", dropped, kicked);
 	return 0;
 }
@@ -464,9 +447,9 @@ int directing_move(const char *user, const char *backend, struct buf *out)
 	log_notice("director: user %s moved to %s (%u sessions closed)", user,
 		   backend, kicked);
 	buf_append_cstr(out, "{\"user\":");
-	json_str(out, user);
+	json_cstr(out, user);
 	buf_append_cstr(out, ",\"backend\":");
-	json_str(out, backend);
+	json_cstr(out, backend);
 	buf_printf(out, ",\"kicked\":%u}", kicked);
 	return 0;
 }
@@ -477,7 +460,7 @@ int directing_kick(const char *user, struct buf *out)
 					 false);
 	log_notice("director: user %s kicked (%u sessions)", user, kicked);
 	buf_append_cstr(out, "{\"user\":");
-	json_str(out, user);
+	json_cstr(out, user);
 	buf_printf(out, ",\"kicked\":%u}", kicked);
 	return 0;
 }

@@ -49,8 +49,6 @@ void directing_session_end(const char *user_key);
  * user has no open session (then I1 allows placing it anew). Returns true
  * when dropped. */
 bool directing_unmap_idle(const char *user_key, const char *backend);
-/* Reports a backend the proxy could not connect to (passive health). */
-void directing_backend_failed(const char *backend);
 
 /* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
 

@@ -11,7 +11,6 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
-#include "ring/placement.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -67,7 +66,6 @@ struct proxy_config *proxy_config_build(struct proxy_settings *set, char *err,
 		struct proxy_backend *be = &cfg->backends[i];
 		const char *error;
 		be->set = &cfg->set.backends[i];
-		be->id_hash = ring_hash(str_cstr(be->set->name));
 		if (net_addr_parse(be->set->host, NET_ADDR_PORT_OPTIONAL,
 				   &be->addr, &error) < 0) {
 			str_printf(err, errsize, "backend %s: %s", be->set->name,
@@ -107,11 +105,6 @@ fail:
 	return NULL;
 }
 
-static uint16_t backend_port(const struct backend_settings *bs,
-			     enum listener_protocol protocol)
-{
-	return (uint16_t)(protocol == LISTENER_POP3 ? bs->pop3_port : bs->imap_port);
-}
 
 struct str proxy_user_key(const struct proxy_settings *set, const char *user)
 {
@@ -122,31 +115,6 @@ struct str proxy_user_key(const struct proxy_settings *set, const char *user)
 			return str_slice(u, (size_t)at + 1, u.len);
 	}
 	return u;
-}
-
-size_t proxy_config_rank(const struct proxy_config *cfg,
-			 enum listener_protocol protocol, const char *user,
-			 uint32_t *out, size_t max)
-{
-	struct ring_candidate cands[256];
-	uint32_t map[256];
-	size_t n = 0;
-
-	for (size_t i = 0; i < cfg->backend_count && n < 256; i++) {
-		const struct backend_settings *bs = cfg->backends[i].set;
-		if (backend_port(bs, protocol) == 0 || bs->weight == 0)
-			continue;
-		cands[n].id_hash = cfg->backends[i].id_hash;
-		cands[n].weight = (uint32_t)bs->weight;
-		map[n] = (uint32_t)i;
-		n++;
-	}
-	uint32_t order[RING_RANK_MAX];
-	size_t k = ring_rank(cands, n, ring_hash(proxy_user_key(&cfg->set, user)),
-			     order, max < RING_RANK_MAX ? max : RING_RANK_MAX);
-	for (size_t i = 0; i < k; i++)
-		out[i] = map[order[i]];
-	return k;
 }
 
 void proxy_config_install(struct proxy_config *cfg)

@@ -44,7 +44,6 @@ struct proxy_worker;
 struct proxy_backend {
 	const struct backend_settings *set;
 	struct net_addr addr;      /* port not set; per protocol below */
-	uint64_t id_hash;          /* ring_hash(name) */
 	SSL_CTX *ssl_ctx;          /* for ssl = starttls/yes, else NULL */
 };
 
@@ -66,13 +65,6 @@ void proxy_config_unref(struct proxy_config **cfg);
  * Returns NULL with err set when a backend or source IP is invalid. */
 struct proxy_config *proxy_config_build(struct proxy_settings *set, char *err,
 					size_t errsize);
-/* Ranks the backends for user (best first) as the proxy routes it: the
- * ring's placement over the backends that serve protocol and have a
- * weight, keyed by the user or its domain (user_hash_key). Writes indices
- * into cfg->backends; returns how many. */
-size_t proxy_config_rank(const struct proxy_config *cfg,
-			 enum listener_protocol protocol, const char *user,
-			 uint32_t *out, size_t max);
 /* The part of the user name that places it and keys its mapping: all of
  * it, or the domain (user_hash_key = domain). A view into user. */
 struct str proxy_user_key(const struct proxy_settings *set, const char *user);

@@ -38,6 +38,7 @@
 #include "json_flat.h"
 #include "log.h"
 #include "proxy/proxy.h"
+#include "ring/director.h"
 #include "str.h"
 #include "xmalloc.h"
 
@@ -87,19 +88,13 @@ static void usage(void)
 		"  ring status             the store, proxies alive, degraded or not\n");
 }
 
-/* JSON string output with the escapes JSON requires. */
+/* A JSON string on out, escaped by the one JSON writer (json_flat). */
 static void json_str(FILE *out, const char *s)
 {
-	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(out, "\\%c", *p);
-		else if (*p < 0x20)
-			fprintf(out, "\\u%04x", *p);
-		else
-			fputc(*p, out);
-	}
-	fputc('"', out);
+	struct buf *b = buf_new(64, 1024 * 1024);
+	if (json_append_str(b, str_cstr(s)) == 0)
+		fwrite(b->data, 1, b->len, out);
+	buf_free(&b);
 }
 
 /* Where the proxy would send the user: pinned by host=, else the ring's
@@ -117,27 +112,39 @@ static void print_route(struct cli *cli, const struct auth_result *res,
 		}
 		return;
 	}
-	uint32_t order[8];
-	size_t n = proxy_config_rank(cli->cfg, LISTENER_IMAP, res->user, order, 8);
+	/* the proxy's own placement: a director over the configured
+	 * backends (no mappings: this process has none) */
+	struct director *d = director_new(cli->cfg->set.user_expire_msecs);
+	for (size_t i = 0; i < cli->cfg->backend_count; i++) {
+		const struct backend_settings *bs = cli->cfg->backends[i].set;
+		director_backend_add(d, bs->name, (uint32_t)bs->weight, bs->tag);
+	}
+	char first[DIRECTOR_NAME_MAX], fb[7][DIRECTOR_NAME_MAX];
+	size_t nfb = 0;
+	bool found = director_route(d, proxy_user_key(&cli->cfg->set, res->user),
+				    res->director_tag, 0, first, fb, 7,
+				    &nfb) != DIRECTOR_ROUTE_NONE;
+	director_free(&d);
 	if (cli->json) {
 		fputs(",\"route\":{\"how\":\"hashed\",\"backends\":[", out);
-		for (size_t i = 0; i < n; i++) {
-			if (i > 0)
-				fputc(',', out);
-			json_str(out, cli->cfg->backends[order[i]].set->name);
+		if (found)
+			json_str(out, first);
+		for (size_t i = 0; found && i < nfb; i++) {
+			fputc(',', out);
+			json_str(out, fb[i]);
 		}
 		fputs("]}", out);
 		return;
 	}
-	if (n == 0) {
+	if (!found) {
 		fprintf(out, "  backend   : none available\n");
 		return;
 	}
-	fprintf(out, "  backend   : %s (hashed)", cli->cfg->backends[order[0]].set->name);
-	if (n > 1) {
+	fprintf(out, "  backend   : %s (hashed)", first);
+	if (nfb > 0) {
 		fputs(", fallbacks:", out);
-		for (size_t i = 1; i < n; i++)
-			fprintf(out, " %s", cli->cfg->backends[order[i]].set->name);
+		for (size_t i = 0; i < nfb; i++)
+			fprintf(out, " %s", fb[i]);
 	}
 	fputc('\n', out);
 }
