@@ -68,6 +68,7 @@ void backend_login_free(struct backend_login **blp)
 	if (bl == NULL)
 		return;
 	*blp = NULL;
+	directing_lookup_cancel(&bl->lookup);
 	conn_free(&bl->conn);
 	net_timer_free(&bl->timer);
 	buf_free(&bl->input);
@@ -197,6 +198,40 @@ static void backend_fill_candidates(struct backend_login *bl,
 	}
 }
 
+/* Candidates from the director (its cache holds the ring's answer by
+ * now), then the first connect. */
+static void backend_route(struct backend_login *bl)
+{
+	backend_fill_candidates(bl, NULL);
+	if (bl->candidate_count == 0) {
+		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
+				   "no backend available for the user");
+		return;
+	}
+	backend_connect_next(bl);
+}
+
+static void backend_lookup_done(enum directing_lookup_result result, void *ctx)
+{
+	struct backend_login *bl = ctx;
+
+	bl->lookup = NULL;
+	switch (result) {
+	case DIRECTING_LOOKUP_OK:
+		backend_route(bl);
+		return;
+	case DIRECTING_LOOKUP_NONE:
+		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
+				   "no backend available for the user");
+		return;
+	case DIRECTING_LOOKUP_BUSY:
+		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
+				   "the user is being moved and the move did not "
+				   "finish in time");
+		return;
+	}
+}
+
 void backend_login_start(struct client *c)
 {
 	struct backend_login *bl = xcalloc(1, sizeof(*bl));
@@ -237,15 +272,13 @@ void backend_login_start(struct client *c)
 					   reason);
 			return;
 		}
-	} else {
-		backend_fill_candidates(bl, NULL);
-	}
-	if (bl->candidate_count == 0) {
-		backend_login_fail(bl, "UNAVAILABLE", "Account is temporarily unavailable.",
-				   "no backend available for the user");
+		backend_connect_next(bl);
 		return;
 	}
-	backend_connect_next(bl);
+	bl->lookup = directing_lookup(c->worker->base, c->director_key, c->tag,
+				      backend_lookup_done, bl);
+	if (bl->lookup == NULL)
+		backend_route(bl);
 }
 
 /* ---- I/O --------------------------------------------------------------- */

@@ -1,4 +1,5 @@
 #include "directing.h"
+#include "directing_redis.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct director *dir;
 static char *state_path;
+static bool shared;          /* director_store = redis */
 static bool dirty;
 static bool last_save_failed;
 static char last_save_error[512];
@@ -70,6 +72,14 @@ int directing_init(const struct proxy_config *cfg, char *err, size_t errsize)
 		}
 	}
 	remember_config_weights(cfg);
+	if (cfg->set.director_store == DIRECTOR_STORE_REDIS) {
+		shared = true;
+		if (dredis_init(cfg, dir, &lock, err, errsize) < 0) {
+			director_free(&dir);
+			return -1;
+		}
+		return 0;
+	}
 	if (cfg->set.director_state_file[0] != '\0') {
 		state_path = xstrdup(cfg->set.director_state_file);
 		if (access(state_path, F_OK) == 0) {
@@ -107,8 +117,48 @@ static void save_locked(void)
 	dirty = false;
 }
 
+void directing_start(void)
+{
+	if (shared)
+		dredis_start();
+}
+
+void directing_stop(void)
+{
+	if (shared)
+		dredis_stop();
+}
+
+bool directing_shared(void)
+{
+	return shared;
+}
+
+bool directing_degraded(void)
+{
+	return shared && dredis_degraded();
+}
+
+void directing_store_metrics(unsigned long long *lookups_r,
+			     unsigned long long *failures_r,
+			     unsigned long long *calls_r,
+			     unsigned long long *latency_usecs_sum_r)
+{
+	struct dredis_metrics m = { 0 };
+	if (shared)
+		dredis_metrics(&m);
+	*lookups_r = m.lookups;
+	*failures_r = m.lookup_failures;
+	*calls_r = m.store_calls;
+	*latency_usecs_sum_r = m.store_latency_usecs_sum;
+}
+
 void directing_deinit(void)
 {
+	if (shared) {
+		dredis_deinit();
+		shared = false;
+	}
 	pthread_mutex_lock(&lock);
 	dirty = true;
 	save_locked();
@@ -121,6 +171,7 @@ void directing_deinit(void)
 
 void directing_reload(const struct proxy_config *cfg)
 {
+	bool *changed = xcalloc(cfg->backend_count + 1, sizeof(*changed));
 	pthread_mutex_lock(&lock);
 	for (size_t i = 0; i < cfg->backend_count; i++) {
 		const struct backend_settings *bs = cfg->backends[i].set;
@@ -129,6 +180,7 @@ void directing_reload(const struct proxy_config *cfg)
 		if (!director_backend_find(dir, bs->name, &info)) {
 			director_backend_add(dir, bs->name, (uint32_t)bs->weight, bs->tag);
 		} else if (old == NULL || old->weight != bs->weight) {
+			changed[i] = true;
 			/* the config changed this weight: it wins (I2 holds:
 			 * mapped users stay) */
 			director_backend_set_weight(dir, bs->name, (uint32_t)bs->weight);
@@ -146,6 +198,9 @@ void directing_reload(const struct proxy_config *cfg)
 	remember_config_weights(cfg);
 	dirty = true;
 	pthread_mutex_unlock(&lock);
+	if (shared)
+		dredis_reload(cfg, changed);
+	free(changed);
 }
 
 void directing_tick(void)
@@ -178,9 +233,41 @@ size_t directing_route(const char *user_key, const char *tag,
 	return 1 + nfb;
 }
 
+struct directing_lookup *directing_lookup(struct event_base *base,
+					  const char *user_key, const char *tag,
+					  directing_lookup_fn *cb, void *ctx)
+{
+	if (!shared)
+		return NULL;
+	return dredis_lookup(base, user_key, tag, cb, ctx);
+}
+
+void directing_lookup_cancel(struct directing_lookup **l)
+{
+	dredis_lookup_cancel(l);
+}
+
+void directing_health_vote(const char *backend, bool failing)
+{
+	if (shared)
+		dredis_health_vote(backend, failing);
+}
+
 bool directing_session_begin(const char *user_key, const char *backend)
 {
 	pthread_mutex_lock(&lock);
+	if (shared && dredis_authoritative()) {
+		/* the ring's answer is in the cache; a kick or move since
+		 * then removed it: this session must not start (I1) */
+		char mapped_to[DIRECTOR_NAME_MAX];
+		unsigned int sessions;
+		if (!director_user_lookup(dir, str_cstr(user_key), now_msecs(),
+					  mapped_to, &sessions) ||
+		    strcmp(mapped_to, backend) != 0) {
+			pthread_mutex_unlock(&lock);
+			return false;
+		}
+	}
 	const char *mapped = director_session_begin(dir, str_cstr(user_key),
 						    backend, now_msecs());
 	dirty = true;
@@ -190,19 +277,29 @@ bool directing_session_begin(const char *user_key, const char *backend)
 		director_session_end(dir, str_cstr(user_key), now_msecs());
 	}
 	pthread_mutex_unlock(&lock);
+	if (ok && shared)
+		dredis_session(user_key, backend, 1);
 	return ok;
 }
 
 void directing_session_end(const char *user_key)
 {
+	char backend[DIRECTOR_NAME_MAX];
+	unsigned int sessions = 0;
 	pthread_mutex_lock(&lock);
+	bool mapped = director_user_lookup(dir, str_cstr(user_key), now_msecs(),
+					   backend, &sessions);
 	director_session_end(dir, str_cstr(user_key), now_msecs());
 	dirty = true;
 	pthread_mutex_unlock(&lock);
+	if (shared && mapped && sessions > 0)
+		dredis_session(user_key, backend, -1);
 }
 
 bool directing_unmap_idle(const char *user_key, const char *backend)
 {
+	if (shared)
+		return false; /* other proxies may hold sessions: health decides */
 	pthread_mutex_lock(&lock);
 	bool dropped = director_unmap_idle(dir, str_cstr(user_key), backend);
 	if (dropped)
@@ -229,6 +326,8 @@ static int json_error(struct buf *out, const char *msg)
 
 int directing_status(struct buf *out)
 {
+	if (shared)
+		return dredis_status(out);
 	pthread_mutex_lock(&lock);
 	size_t n = director_backend_count(dir);
 	buf_printf(out, "{\"store\":\"embedded\",\"users\":%zu,\"backends\":[",
@@ -277,6 +376,8 @@ size_t directing_backends(struct director_backend_info *out, size_t max,
 
 int directing_ring_status(struct buf *out)
 {
+	if (shared)
+		return dredis_ring_status(out);
 	pthread_mutex_lock(&lock);
 	buf_append_cstr(out, "{\"store\":\"embedded\",\"proxies_alive\":1,"
 			"\"degraded\":false,\"state_file\":");
@@ -296,6 +397,8 @@ int directing_ring_status(struct buf *out)
 
 int directing_map(const char *user, struct buf *out)
 {
+	if (shared)
+		return dredis_map(user, out);
 	char names[RING_RANK_MAX_NAMES][DIRECTOR_NAME_MAX];
 	unsigned int sessions = 0;
 	char mapped[DIRECTOR_NAME_MAX];
@@ -349,6 +452,8 @@ static void add_user(const char *user, unsigned int sessions, void *context)
 
 int directing_users(const char *backend, struct buf *out)
 {
+	if (shared)
+		return dredis_users(backend, out);
 	struct director_backend_info info;
 	struct users_ctx uc = { .out = out, .first = true };
 
@@ -369,6 +474,8 @@ int directing_users(const char *backend, struct buf *out)
 int directing_set_weight(const char *backend, unsigned int weight,
 			 struct buf *out)
 {
+	if (shared)
+		return dredis_set_weight(backend, weight, out);
 	pthread_mutex_lock(&lock);
 	int ret = director_backend_set_weight(dir, backend, weight);
 	dirty = true;
@@ -384,6 +491,8 @@ int directing_set_weight(const char *backend, unsigned int weight,
 
 int directing_set_up(const char *backend, bool up, struct buf *out)
 {
+	if (shared)
+		return dredis_set_up(backend, up, out);
 	pthread_mutex_lock(&lock);
 	int ret = director_backend_set_state(dir, backend, up ? DIRECTOR_BACKEND_UP :
 							       DIRECTOR_BACKEND_DOWN);
@@ -407,6 +516,8 @@ int directing_set_up(const char *backend, bool up, struct buf *out)
 
 int directing_flush(const char *backend, struct buf *out)
 {
+	if (shared)
+		return dredis_flush(backend, out);
 	struct director_backend_info info;
 
 	pthread_mutex_lock(&lock);
@@ -430,6 +541,8 @@ int directing_flush(const char *backend, struct buf *out)
 
 int directing_move(const char *user, const char *backend, struct buf *out)
 {
+	if (shared)
+		return dredis_move(user, backend, out);
 	struct director_backend_info info;
 
 	pthread_mutex_lock(&lock);
@@ -456,6 +569,8 @@ int directing_move(const char *user, const char *backend, struct buf *out)
 
 int directing_kick(const char *user, struct buf *out)
 {
+	if (shared)
+		return dredis_kick(user, out);
 	unsigned int kicked = proxy_kick(user, NULL, "Disconnected by administrator.",
 					 false);
 	log_notice("director: user %s kicked (%u sessions)", user, kicked);

@@ -24,8 +24,21 @@ struct proxy_config;
 /* Builds the director from cfg's backends and loads the state file when
  * one is configured and exists. Returns 0, or -1 with err set. */
 int directing_init(const struct proxy_config *cfg, char *err, size_t errsize);
+/* Starts the shared store's thread (after the workers: kicks need them)
+ * and stops it (before the workers go). No-ops for the embedded store. */
+void directing_start(void);
+void directing_stop(void);
 /* Saves the state (if configured) and frees everything. */
 void directing_deinit(void);
+/* The store is shared (redis): health votes go to the quorum (I3). */
+bool directing_shared(void);
+/* Shared store unreachable: serving from the cache (I5). */
+bool directing_degraded(void);
+/* For /metrics: lookups in the shared store, failures, latency sum. */
+void directing_store_metrics(unsigned long long *lookups_r,
+			     unsigned long long *failures_r,
+			     unsigned long long *calls_r,
+			     unsigned long long *latency_usecs_sum_r);
 /* A reload: backends new in cfg are added, weights of config-managed
  * backends follow the config, backends gone from it are removed. */
 void directing_reload(const struct proxy_config *cfg);
@@ -33,6 +46,30 @@ void directing_reload(const struct proxy_config *cfg);
 void directing_tick(void);
 
 /* ---- the login path (worker threads) --------------------------------- */
+
+/* Before directing_route on a login, the shared store is asked where the
+ * user is (one round trip; the answer fills the cache that
+ * directing_route reads). NULL when there is nothing to wait for
+ * (embedded store, or degraded): go on at once. Otherwise cb runs later
+ * on base's thread: OK (route now), NONE (no backend can take the user),
+ * BUSY (the user is being moved and the wait timed out). */
+enum directing_lookup_result {
+	DIRECTING_LOOKUP_OK = 0,
+	DIRECTING_LOOKUP_NONE,
+	DIRECTING_LOOKUP_BUSY,
+};
+struct directing_lookup;
+struct event_base;
+typedef void directing_lookup_fn(enum directing_lookup_result result,
+				 void *ctx);
+struct directing_lookup *directing_lookup(struct event_base *base,
+					  const char *user_key, const char *tag,
+					  directing_lookup_fn *cb, void *ctx);
+/* cb is not called after this; on the thread of base. */
+void directing_lookup_cancel(struct directing_lookup **l);
+/* This proxy's health view of backend: the vote of the shared store's
+ * quorum (I3). */
+void directing_health_vote(const char *backend, bool failing);
 
 /* Where user (the hash key) goes: the mapped backend, else the placement
  * ranking. Names go to out (at most max); returns how many, and *mapped_r

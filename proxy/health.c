@@ -6,7 +6,9 @@
  * connections a day. health_fall failed checks in a row take the backend
  * down through the director (its mappings go and its sessions are closed,
  * I4); health_rise good ones bring it back. With one proxy the quorum is
- * one: the multi-proxy vote (I3) comes with the shared store.
+ * one. With the shared store (redis) each check result is this proxy's
+ * vote, and the ring takes a backend down (or up) when a majority of the
+ * live proxies see it failing (working): I3.
  *
  * A backend an admin took down (`mailring down`) is left alone: health
  * only brings back what health took down.
@@ -50,6 +52,7 @@ struct backend_health {
 	unsigned int fails;      /* failed checks in a row */
 	unsigned int oks;        /* good checks in a row */
 	bool down_by_health;     /* we took it down: we may bring it back */
+	bool view_failing;       /* shared store: our vote (I3) */
 	struct probe *probe;     /* the check under way, or NULL */
 	char last_error[160];
 };
@@ -99,6 +102,22 @@ static void health_result(struct backend_health *bh, bool ok,
 		bh->fails++;
 		bh->oks = 0;
 		str_printf(bh->last_error, sizeof(bh->last_error), "%s", error);
+	}
+	if (directing_shared()) {
+		/* several proxies: this is one vote; the ring's quorum of
+		 * live proxies decides (I3). Voted on every check, so a
+		 * proxy that joins or a lost vote is made good at once. */
+		if (!bh->view_failing && bh->fails >= fall) {
+			log_warnx("health: backend %s fails here after %u checks: %s "
+				  "(voting down)", bh->name, bh->fails, bh->last_error);
+			bh->view_failing = true;
+		} else if (bh->view_failing && bh->oks >= rise) {
+			log_notice("health: backend %s works here again after %u "
+				   "checks (voting up)", bh->name, bh->oks);
+			bh->view_failing = false;
+		}
+		directing_health_vote(bh->name, bh->view_failing);
+		return;
 	}
 	if (!directing_backend_info(bh->name, &info))
 		return;

@@ -280,6 +280,7 @@ int main(int argc, char **argv)
 		return 1;
 	if (net_workers_start(proxy.workers, err, sizeof(err)) < 0)
 		fatalx("%s", err);
+	directing_start();
 
 	main_base = event_base_new();
 	struct net_signals *sig = net_signals_new(main_base, on_reload, on_shutdown,
@@ -300,6 +301,7 @@ int main(int argc, char **argv)
 	net_timer_free(&tick);
 	health_stop();
 	admin_stop();
+	directing_stop();
 
 	net_workers_free(&proxy.workers);
 	net_signals_free(&sig);

@@ -290,6 +290,7 @@ struct backend_login {
 	bool pinned;                    /* host= from auth */
 	bool mapped;                    /* candidate[0] is the user's mapping */
 	bool rerouted;                  /* the idle mapping was dropped once */
+	struct directing_lookup *lookup; /* the shared store is asked */
 	struct buf *input;              /* backend lines */
 	struct buf *output;             /* to the backend */
 	struct net_timer *timer;

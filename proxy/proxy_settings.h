@@ -53,6 +53,11 @@ struct passdb_settings {
 	char *args;
 };
 
+enum director_store {
+	DIRECTOR_STORE_EMBEDDED = 0,
+	DIRECTOR_STORE_REDIS,
+};
+
 enum user_hash_key {
 	USER_HASH_KEY_USER = 0,
 	USER_HASH_KEY_DOMAIN,
@@ -97,6 +102,17 @@ struct proxy_settings {
 	uint64_t user_expire_msecs;
 	char *director_state_file;
 	char *admin_socket;
+	unsigned int director_store;    /* enum director_store */
+	char *redis_address;
+	struct config_strlist redis_sentinels;
+	char *redis_sentinel_master;
+	char *redis_password;
+	char *redis_prefix;
+	uint64_t redis_timeout_msecs;
+	char *proxy_name;
+	uint64_t proxy_heartbeat_interval_msecs;
+	uint64_t proxy_dead_timeout_msecs;
+	uint64_t director_move_timeout_msecs;
 	uint64_t health_interval_msecs;
 	uint64_t health_timeout_msecs;
 	uint64_t health_rise;

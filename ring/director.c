@@ -293,27 +293,18 @@ static bool eligible(const struct dir_backend *b, const char *tag)
 	       strcmp(b->tag, tag != NULL ? tag : "") == 0;
 }
 
-enum director_route director_route(struct director *d, struct str user,
-				   const char *tag, uint64_t now_msecs,
+enum director_route director_place(const struct director *d, struct str user,
+				   const char *tag,
 				   char backend_r[DIRECTOR_NAME_MAX],
 				   char (*fallbacks_r)[DIRECTOR_NAME_MAX],
 				   size_t max_fallbacks, size_t *fallback_count_r)
 {
 	uint64_t hash = ring_hash(user);
-	struct dir_mapping *m = mapping_find(d, user, hash);
-
-	*fallback_count_r = 0;
-	if (m != NULL) {
-		if (mapping_live(m, now_msecs)) {
-			memcpy(backend_r, m->backend->name, DIRECTOR_NAME_MAX);
-			return DIRECTOR_ROUTE_MAPPED;
-		}
-		mapping_unlink(d, m);
-	}
-
 	struct ring_candidate cands[256];
 	struct dir_backend *map[256];
 	size_t n = 0;
+
+	*fallback_count_r = 0;
 	for (size_t i = 0; i < d->backend_count && n < 256; i++) {
 		struct dir_backend *b = d->backends[i];
 		if (!eligible(b, tag))
@@ -331,6 +322,26 @@ enum director_route director_route(struct director *d, struct str user,
 		memcpy(fallbacks_r[(*fallback_count_r)++], map[order[i]]->name,
 		       DIRECTOR_NAME_MAX);
 	return DIRECTOR_ROUTE_HASHED;
+}
+
+enum director_route director_route(struct director *d, struct str user,
+				   const char *tag, uint64_t now_msecs,
+				   char backend_r[DIRECTOR_NAME_MAX],
+				   char (*fallbacks_r)[DIRECTOR_NAME_MAX],
+				   size_t max_fallbacks, size_t *fallback_count_r)
+{
+	struct dir_mapping *m = mapping_find(d, user, ring_hash(user));
+
+	*fallback_count_r = 0;
+	if (m != NULL) {
+		if (mapping_live(m, now_msecs)) {
+			memcpy(backend_r, m->backend->name, DIRECTOR_NAME_MAX);
+			return DIRECTOR_ROUTE_MAPPED;
+		}
+		mapping_unlink(d, m);
+	}
+	return director_place(d, user, tag, backend_r, fallbacks_r, max_fallbacks,
+			      fallback_count_r);
 }
 
 const char *director_session_begin(struct director *d, struct str user,
@@ -404,6 +415,53 @@ bool director_unmap_idle(struct director *d, struct str user,
 		return false;
 	mapping_unlink(d, m);
 	return true;
+}
+
+unsigned int director_forget(struct director *d, struct str user)
+{
+	struct dir_mapping *m = mapping_find(d, user, ring_hash(user));
+	unsigned int sessions;
+	if (m == NULL)
+		return 0;
+	sessions = m->sessions;
+	mapping_unlink(d, m);
+	return sessions;
+}
+
+int director_cache_set(struct director *d, struct str user, const char *backend,
+		       uint64_t now_msecs, unsigned int *displaced_r)
+{
+	struct dir_backend *b = backend_find(d, backend);
+	uint64_t hash = ring_hash(user);
+	struct dir_mapping *m;
+
+	*displaced_r = 0;
+	if (b == NULL)
+		return -1;
+	m = mapping_find(d, user, hash);
+	if (m != NULL && m->backend != b) {
+		*displaced_r = m->sessions;
+		mapping_unlink(d, m);
+		m = NULL;
+	}
+	if (m == NULL)
+		m = mapping_add(d, user, hash, b);
+	if (m->expires_msecs < now_msecs + d->user_expire_msecs)
+		m->expires_msecs = now_msecs + d->user_expire_msecs;
+	return 0;
+}
+
+void director_each_mapping(const struct director *d, uint64_t now_msecs,
+			   void (*fn)(const char *user, const char *backend,
+				      unsigned int sessions, void *ctx),
+			   void *ctx)
+{
+	for (size_t i = 0; i < d->bucket_count; i++) {
+		for (struct dir_mapping *m = d->buckets[i]; m != NULL; m = m->next) {
+			if (mapping_live(m, now_msecs))
+				fn(m->user, m->backend->name, m->sessions, ctx);
+		}
+	}
 }
 
 unsigned int director_flush(struct director *d, const char *backend)

@@ -82,6 +82,14 @@ enum director_route director_route(struct director *d, struct str user,
 				   char (*fallbacks_r)[DIRECTOR_NAME_MAX],
 				   size_t max_fallbacks, size_t *fallback_count_r);
 
+/* Placement alone (ignoring any mapping): the backend for user and up to
+ * max_fallbacks more in order. HASHED, or NONE when no backend can take it. */
+enum director_route director_place(const struct director *d, struct str user,
+				   const char *tag,
+				   char backend_r[DIRECTOR_NAME_MAX],
+				   char (*fallbacks_r)[DIRECTOR_NAME_MAX],
+				   size_t max_fallbacks, size_t *fallback_count_r);
+
 /* A session of user started on backend: makes the mapping if there is none
  * (first writer wins) and counts the session. Returns the mapped backend's
  * name, which differs from backend only if a mapping to another backend
@@ -106,6 +114,21 @@ int director_move(struct director *d, struct str user, const char *backend,
  * Returns true when it dropped one. */
 bool director_unmap_idle(struct director *d, struct str user,
 			 const char *backend);
+/* Drops user's mapping whatever its sessions (a shared store moved the
+ * user: the caller has closed them). Returns the sessions it had. */
+unsigned int director_forget(struct director *d, struct str user);
+/* The shared store says user is mapped to backend: records it (a cache of
+ * the store), keeping the session count when the backend is the same.
+ * When the cache had the user on another backend, *displaced_r gets its
+ * session count (the caller closes those: the store wins, I1). -1 for an
+ * unknown backend. */
+int director_cache_set(struct director *d, struct str user, const char *backend,
+		       uint64_t now_msecs, unsigned int *displaced_r);
+/* Calls fn for each live mapping (the re-assertion after a store outage). */
+void director_each_mapping(const struct director *d, uint64_t now_msecs,
+			   void (*fn)(const char *user, const char *backend,
+				      unsigned int sessions, void *ctx),
+			   void *ctx);
 /* Drops every mapping of backend; returns how many. */
 unsigned int director_flush(struct director *d, const char *backend);
 /* Calls fn for each mapped user of backend (e.g. `mailring users HOST`). */

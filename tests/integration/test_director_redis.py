@@ -1,0 +1,229 @@
+"""The director with the redis store: mappings shared by several proxies
+(I1), first writer wins, kick rounds for move/flush/down (I4), health
+votes with a quorum (I3), degraded mode and reconcile (I5)."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import pytest
+
+from harness.mailring import wait_until
+
+
+@pytest.fixture
+def cli_bin(mailring_bin):
+    return mailring_bin("mailring")
+
+
+@pytest.fixture
+def sockdir():
+    # unix socket paths are limited to 108 bytes: keep them short
+    d = tempfile.mkdtemp(prefix="mrrds")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _backends(bs, weights=None):
+    return [{"dovecot": b, "name": "b%d" % (i + 1),
+             "weight": (weights or {}).get(i, 100)}
+            for i, b in enumerate(bs)]
+
+
+def _settings(redis, name, **extra):
+    s = {"director_store": "redis",
+         "redis_address": "127.0.0.1:%d" % redis.port,
+         "redis_prefix": "t:",
+         "redis_timeout": "300ms",
+         "proxy_name": name,
+         "proxy_heartbeat_interval": "200ms",
+         "proxy_dead_timeout": "1s",
+         "director_move_timeout": "2s",
+         "health_interval": "0"}
+    s.update(extra)
+    return s
+
+
+def _cli(p, *args):
+    out = subprocess.run([p.cli_bin, "-s", p.admin_sock, "--json"] +
+                         list(args), capture_output=True, text=True,
+                         timeout=20)
+    assert out.returncode == 0, (args, out.stdout, out.stderr)
+    return json.loads(out.stdout)
+
+
+def _proxy(mailring_proxy, redis, backends, name, cli_bin, sockdir, **extra):
+    sock = os.path.join(sockdir, name + ".sock")
+    p = mailring_proxy(backends=backends,
+                       settings=_settings(redis, name, admin_socket=sock,
+                                          **extra))
+    p.admin_sock = sock
+    p.cli_bin = cli_bin
+    return p
+
+
+def _proxies(mailring_proxy, redis, backends, n, cli_bin, sockdir, **extra):
+    ps = [_proxy(mailring_proxy, redis, backends, "proxy%d" % (i + 1), cli_bin,
+                 sockdir, **extra) for i in range(n)]
+    for p in ps:
+        p.wait_log("redis store .* connected", timeout=5, since_start=False)
+    return ps
+
+
+def _login_backend(p, user):
+    """Logs user in and out through p; the backend of its Login line."""
+    n = len(p.events("Login"))
+    m = p.imap(user=user)
+    m.select("INBOX")
+    m.logout()
+    evs = [e for e in p.events("Login")[n:] if e.get("user") == user]
+    assert evs, user
+    return evs[-1]["backend"]
+
+
+def test_proxies_share_mappings(mailring_proxy, dovecot_backend, mail_root,
+                                redis_server, cli_bin, sockdir):
+    """A user mapped through one proxy goes to the same backend through the
+    others, even after the weights change so placement would differ (I1,
+    I2 across proxies); the mapping is in Redis."""
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(3)]
+    p1, p2, p3 = _proxies(mailring_proxy, redis_server, _backends(bs), 3, cli_bin, sockdir)
+    users = ["user%d" % i for i in range(1, 31)]
+    first = {u: _login_backend(p1, u) for u in users}
+    assert len(set(first.values())) == 3
+    # drain the backend most users went to: placement changes, mappings not
+    _cli(p2, "update", "b1", "1")
+    _cli(p2, "update", "b2", "1")
+    for u in users:
+        assert _login_backend(p2, u) == first[u], u
+        assert _login_backend(p3, u) == first[u], u
+    r = redis_server.client()
+    assert _text(r.command("HGET", "t:u:user1", "b")) == first["user1"]
+    st = _cli(p3, "status")
+    assert st["store"] == "redis"
+    assert {b["name"]: b["weight"] for b in st["backends"]} == \
+        {"b1": 1, "b2": 1, "b3": 100}
+    m = _cli(p1, "map", "user2")
+    assert m["backend"] == first["user2"] and m["why"] == "mapped"
+
+
+def test_concurrent_first_logins_agree(mailring_proxy, dovecot_backend,
+                                       mail_root, redis_server, cli_bin, sockdir):
+    """Two proxies with different weight views place the same new users at
+    once: first writer wins, every user ends on one backend (I1)."""
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    p1 = _proxy(mailring_proxy, redis_server, _backends(bs, {0: 1000, 1: 1}),
+                "proxy1", cli_bin, sockdir)
+    p1.wait_log("redis store .* connected", timeout=5, since_start=False)
+    # p2's config says the opposite; the ring's table (seeded first by p1)
+    # is what counts, but even with different candidate lists the first
+    # writer wins
+    p2 = _proxy(mailring_proxy, redis_server, _backends(bs, {0: 1, 1: 1000}),
+                "proxy2", cli_bin, sockdir)
+    p2.wait_log("redis store .* connected", timeout=5, since_start=False)
+    users = ["user%d" % i for i in range(100, 140)]
+    seen = {}
+    errors = []
+    lock = threading.Lock()
+
+    def run(p):
+        try:
+            for u in users:
+                b = _login_backend(p, u)
+                with lock:
+                    seen.setdefault(u, set()).add(b)
+        except Exception as e:   # reported by the assertion below
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=run, args=(p,)) for p in (p1, p2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    assert len(seen) == len(users)
+    assert all(len(v) == 1 for v in seen.values()), seen
+
+
+def test_move_kicks_on_every_proxy(mailring_proxy, dovecot_backend, mail_root,
+                                   redis_server, cli_bin, sockdir):
+    """I4 across proxies: a user with a session through p1 is moved from
+    p2: the session gets BYE, the ring maps it to the target once every
+    proxy acknowledged, and the next login through p3 lands there."""
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    p1, p2, p3 = _proxies(mailring_proxy, redis_server, _backends(bs), 3, cli_bin, sockdir)
+    src = _login_backend(p1, "user200")
+    dst = "b2" if src == "b1" else "b1"
+    raw = p1.raw()
+    raw.command("a", "LOGIN user200 pass")
+    res = _cli(p2, "move", "user200", dst)
+    assert res["backend"] == dst and res["acked"] == res["proxies"] == 3, res
+    line = raw.line(timeout=3)
+    assert line.startswith(b"* BYE"), line
+    assert _login_backend(p3, "user200") == dst
+    assert _cli(p1, "map", "user200")["backend"] == dst
+
+
+def test_flush_and_down_reach_all_proxies(mailring_proxy, dovecot_backend,
+                                          mail_root, redis_server, cli_bin, sockdir):
+    """flush through p1 closes the backend's sessions on p2; down through
+    p2 makes every proxy route elsewhere; up brings it back."""
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    p1, p2 = _proxies(mailring_proxy, redis_server, _backends(bs), 2, cli_bin, sockdir)
+    users = ["user%d" % i for i in range(300, 320)]
+    where = {u: _login_backend(p2, u) for u in users}
+    on_b1 = [u for u, b in where.items() if b == "b1"]
+    assert on_b1
+    raw = p2.raw()
+    raw.command("a", "LOGIN %s pass" % on_b1[0])
+    res = _cli(p1, "flush", "b1")
+    assert res["unmapped"] >= len(on_b1) and res["acked"] == 2, res
+    assert raw.line(timeout=3).startswith(b"* BYE")
+    assert _cli(p2, "users", "b1")["users"] == []
+    res = _cli(p2, "down", "b1")
+    assert res["state"] == "down"
+    wait_until(lambda: {b["name"]: b["state"] for b in
+                        _cli(p1, "status")["backends"]}["b1"] == "down",
+               timeout=2, what="b1 down on p1")
+    for u in on_b1:
+        assert _login_backend(p1, u) == "b2"
+    _cli(p1, "up", "b1")
+    wait_until(lambda: {b["name"]: b["state"] for b in
+                        _cli(p2, "status")["backends"]}["b1"] == "up",
+               timeout=2, what="b1 up on p2")
+
+
+def test_degraded_and_reconcile(mailring_proxy, dovecot_backend, mail_root,
+                                redis_server, cli_bin, sockdir):
+    """I5: with Redis gone logins go on (cache and placement), the proxy
+    says it is degraded once; when Redis returns empty, the proxies
+    re-assert the mappings of their live sessions and agree again."""
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(3)]
+    p1, p2 = _proxies(mailring_proxy, redis_server, _backends(bs), 2, cli_bin, sockdir)
+    users = ["user%d" % i for i in range(400, 430)]
+    before = {u: _login_backend(p1, u) for u in users}
+    held = p1.imap(user="user401")
+    redis_server.kill()
+    for u in users:
+        assert _login_backend(p1, u) == before[u]
+        assert _login_backend(p2, u) == before[u]   # same hash, same view
+    assert _cli(p1, "ring", "status")["degraded"] is True
+    p1.wait_log("director: degraded", timeout=3)
+    assert len(p1.log_lines("director: degraded")) == 1
+    redis_server.start()
+    for p in (p1, p2):
+        p.wait_log("redis store reconciled", timeout=10)
+    assert _cli(p2, "ring", "status")["degraded"] is False
+    r = redis_server.client()
+    # user401 still has a session through p1: asserted into the new Redis
+    assert _text(r.command("HGET", "t:u:user401", "b")) == before["user401"]
+    for u in users:
+        assert _cli(p1, "map", u)["backend"] == _cli(p2, "map", u)["backend"]
+    held.logout()
