@@ -357,6 +357,41 @@ static unsigned int route_metrics(struct admin_request *req, struct buf *out,
 		   "# TYPE mailring_users gauge\n"
 		   "mailring_users %zu\n",
 		   atomic_load(&proxy.connections), users);
+	buf_printf(out,
+		   "# HELP mailring_logins_total Logins by result.\n"
+		   "# TYPE mailring_logins_total counter\n"
+		   "mailring_logins_total{result=\"ok\"} %llu\n"
+		   "mailring_logins_total{result=\"failed\"} %llu\n"
+		   "mailring_logins_total{result=\"nologin\"} %llu\n"
+		   "mailring_logins_total{result=\"tempfail\"} %llu\n"
+		   "mailring_logins_total{result=\"unavailable\"} %llu\n",
+		   (unsigned long long)atomic_load(&proxy.logins_ok),
+		   (unsigned long long)atomic_load(&proxy.logins_failed),
+		   (unsigned long long)atomic_load(&proxy.logins_nologin),
+		   (unsigned long long)atomic_load(&proxy.logins_tempfail),
+		   (unsigned long long)atomic_load(&proxy.logins_unavailable));
+	unsigned long long lookups, failures, calls, latency;
+	directing_store_metrics(&lookups, &failures, &calls, &latency);
+	buf_printf(out,
+		   "# HELP mailring_ring_degraded 1 while the shared store is "
+		   "unreachable (serving from cached mappings).\n"
+		   "# TYPE mailring_ring_degraded gauge\n"
+		   "mailring_ring_degraded %d\n"
+		   "# HELP mailring_ring_lookups_total Login lookups in the shared "
+		   "store.\n"
+		   "# TYPE mailring_ring_lookups_total counter\n"
+		   "mailring_ring_lookups_total %llu\n"
+		   "# HELP mailring_ring_lookup_failures_total Lookups that ended "
+		   "without a backend (none, or a move that timed out).\n"
+		   "# TYPE mailring_ring_lookup_failures_total counter\n"
+		   "mailring_ring_lookup_failures_total %llu\n"
+		   "# HELP mailring_ring_store_latency_seconds Round trips of login "
+		   "lookups to the shared store.\n"
+		   "# TYPE mailring_ring_store_latency_seconds summary\n"
+		   "mailring_ring_store_latency_seconds_sum %llu.%06llu\n"
+		   "mailring_ring_store_latency_seconds_count %llu\n",
+		   directing_degraded() ? 1 : 0, lookups, failures,
+		   latency / 1000000, latency % 1000000, calls);
 	for (size_t m = 0; m < sizeof(gauges) / sizeof(gauges[0]); m++) {
 		buf_printf(out, "# HELP %s %s.\n# TYPE %s gauge\n", gauges[m].name,
 			   gauges[m].help, gauges[m].name);

@@ -568,6 +568,7 @@ static void client_auth_callback(const struct auth_result *result,
 		break;
 	case AUTH_RESULT_FAILED:
 	case AUTH_RESULT_UNKNOWN_USER:
+		atomic_fetch_add(&proxy.logins_failed, 1);
 		client_log_login_failure(c, result->log_reason != NULL ?
 					 result->log_reason :
 					 auth_result_code_str(result->code));
@@ -575,6 +576,7 @@ static void client_auth_callback(const struct auth_result *result,
 				  "Authentication failed.", result->delay_ms);
 		return;
 	case AUTH_RESULT_NOLOGIN:
+		atomic_fetch_add(&proxy.logins_nologin, 1);
 		client_log_login_failure(c, "nologin");
 		/* Dovecot shows the passdb's reason= to the client, and
 		 * otherwise nothing that tells the account exists */
@@ -590,6 +592,7 @@ static void client_auth_callback(const struct auth_result *result,
 		return;
 	case AUTH_RESULT_TEMPFAIL:
 	default:
+		atomic_fetch_add(&proxy.logins_tempfail, 1);
 		client_log_login_failure(c, result->log_reason != NULL ?
 					 result->log_reason : "tempfail");
 		client_fail_later(c, AUTH_RESULT_TEMPFAIL, "UNAVAILABLE",
@@ -663,6 +666,7 @@ void client_backend_failed(struct client *c, const char *resp_code,
 {
 	c->bl = NULL;
 	c->backend = NULL;
+	atomic_fetch_add(&proxy.logins_unavailable, 1);
 	c->proto->login_failed(c, AUTH_RESULT_TEMPFAIL, resp_code, text);
 	client_login_clear(c);
 	if (c->destroyed || c->state == CLIENT_STATE_CLOSING)
@@ -677,6 +681,7 @@ void client_backend_failed(struct client *c, const char *resp_code,
 
 static void client_log_login(struct client *c)
 {
+	atomic_fetch_add(&proxy.logins_ok, 1);
 	struct log_ctx ctx;
 	struct log_fields f;
 	char addr[NET_ADDR_STR_MAX];

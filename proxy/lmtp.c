@@ -128,6 +128,10 @@ struct lmtp_session {
 	struct smtp_parser *parser;
 	struct auth_request *auth_req;
 	char *pending_addr;   /* the RCPT waiting for its lookup */
+	/* ... and then for the shared store (where its user is mapped) */
+	struct directing_lookup *ring_lookup;
+	char *pending_user;
+	char *pending_tag;
 	struct net_timer *finish_timer; /* delivery over: answer (deferred) */
 	char hostname[128];
 
@@ -891,6 +895,45 @@ static void lmtp_rcpt_add(struct client *c, char *addr,
 	lmtp_reply(c, "250 2.1.5 OK");
 }
 
+static void lmtp_rcpt_resume(struct client *c)
+{
+	if (lmtp_client_gone(c))
+		return;
+	lmtp_set_state(c, LMTP_STATE_MAIL);
+	client_input_resume(c);
+}
+
+static void lmtp_ring_done(enum directing_lookup_result result, void *context)
+{
+	struct client *c = context;
+	struct lmtp_session *s = c->proto_state;
+	char *addr = s->pending_addr;
+	char *user = s->pending_user;
+	char *tag = s->pending_tag;
+
+	s->ring_lookup = NULL;
+	s->pending_addr = NULL;
+	s->pending_user = NULL;
+	s->pending_tag = NULL;
+	if (lmtp_client_gone(c)) {
+		free(addr);
+	} else if (result == DIRECTING_LOOKUP_OK) {
+		struct auth_result res = { .code = AUTH_RESULT_OK, .user = user,
+					   .director_tag = tag };
+		lmtp_rcpt_add(c, addr, &res);
+	} else {
+		lmtp_log_rcpt(c, addr, user, NULL, "deferred",
+			      result == DIRECTING_LOOKUP_NONE ?
+			      "no backend available for the user" :
+			      "the user is being moved");
+		lmtp_reply(c, "451 4.4.0 <%.*s> Backend unavailable", ADDR_FMT(addr));
+		free(addr);
+	}
+	free(user);
+	free(tag);
+	lmtp_rcpt_resume(c);
+}
+
 static void lmtp_lookup_done(const struct auth_result *res, void *context)
 {
 	struct client *c = context;
@@ -906,6 +949,23 @@ static void lmtp_lookup_done(const struct auth_result *res, void *context)
 	switch (res->code) {
 	case AUTH_RESULT_OK:
 	case AUTH_RESULT_NOLOGIN: /* nologin stops logins, not mail */
+		if (res->host == NULL && res->user != NULL) {
+			/* a shared store is asked first (I1 holds for
+			 * deliveries too: they write the mailbox) */
+			struct str key = proxy_user_key(&c->cfg->set, res->user);
+			char *dkey = xstrndup(key.p, key.len);
+			s->ring_lookup = directing_lookup(c->worker->base, dkey,
+							  res->director_tag,
+							  lmtp_ring_done, c);
+			free(dkey);
+			if (s->ring_lookup != NULL) {
+				s->pending_addr = addr;
+				s->pending_user = xstrdup(res->user);
+				s->pending_tag = res->director_tag != NULL ?
+						 xstrdup(res->director_tag) : NULL;
+				return; /* input stays paused */
+			}
+		}
 		lmtp_rcpt_add(c, addr, res);
 		addr = NULL;
 		break;
@@ -925,10 +985,7 @@ static void lmtp_lookup_done(const struct auth_result *res, void *context)
 		break;
 	}
 	free(addr);
-	if (lmtp_client_gone(c))
-		return;
-	lmtp_set_state(c, LMTP_STATE_MAIL);
-	client_input_resume(c);
+	lmtp_rcpt_resume(c);
 }
 
 /* ---- commands -------------------------------------------------------------- */
@@ -1299,7 +1356,10 @@ static void lmtp_free(struct client *c)
 	if (s == NULL)
 		return;
 	auth_request_cancel(&s->auth_req);
+	directing_lookup_cancel(&s->ring_lookup);
 	xfree(&s->pending_addr);
+	xfree(&s->pending_user);
+	xfree(&s->pending_tag);
 	lmtp_tx_reset(s);
 	smtp_parser_free(&s->parser);
 	net_timer_free(&s->finish_timer);

@@ -79,6 +79,12 @@ struct proxy {
 	struct auth *auth;
 	const char *config_path;
 	atomic_uint connections;         /* client connections now */
+	/* logins by result, for /metrics */
+	atomic_ullong logins_ok;
+	atomic_ullong logins_failed;     /* wrong password, unknown user */
+	atomic_ullong logins_nologin;
+	atomic_ullong logins_tempfail;   /* the passdb failed */
+	atomic_ullong logins_unavailable; /* no backend took the login */
 	atomic_uint source_ip_next;      /* round robin over source_ips */
 	atomic_bool shutting_down;
 	struct iplimit *iplimit;

@@ -77,6 +77,17 @@ def _proxies(mailring_proxy, redis, backends, n, cli_bin, sockdir, **extra):
     return ps
 
 
+def _metric(p, name):
+    out = subprocess.run(["curl", "-sf", "--unix-socket", p.admin_sock,
+                          "http://admin/metrics"], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("no metric %s in:\n%s" % (name, out.stdout))
+
+
 def _login_backend(p, user):
     """Logs user in and out through p; the backend of its Login line."""
     n = len(p.events("Login"))
@@ -215,15 +226,58 @@ def test_degraded_and_reconcile(mailring_proxy, dovecot_backend, mail_root,
         assert _login_backend(p1, u) == before[u]
         assert _login_backend(p2, u) == before[u]   # same hash, same view
     assert _cli(p1, "ring", "status")["degraded"] is True
+    assert _metric(p1, "mailring_ring_degraded") == 1
     p1.wait_log("director: degraded", timeout=3)
     assert len(p1.log_lines("director: degraded")) == 1
     redis_server.start()
     for p in (p1, p2):
         p.wait_log("redis store reconciled", timeout=10)
     assert _cli(p2, "ring", "status")["degraded"] is False
+    assert _metric(p2, "mailring_ring_degraded") == 0
+    assert _metric(p1, "mailring_ring_lookups_total") >= len(users)
     r = redis_server.client()
     # user401 still has a session through p1: asserted into the new Redis
     assert _text(r.command("HGET", "t:u:user401", "b")) == before["user401"]
     for u in users:
         assert _cli(p1, "map", u)["backend"] == _cli(p2, "map", u)["backend"]
     held.logout()
+
+
+def test_lmtp_follows_the_ring(mailring_proxy, dovecot_backend, cli_bin,
+                               sockdir, redis_server):
+    """LMTP deliveries go where the ring maps the user (I1 for deliveries):
+    a user moved through p1 to a backend its hash would not pick gets its
+    mail through p2 on that backend."""
+    import smtplib
+    from harness.dovecot import passwd_line
+    user = "user1@example.com"
+    bs = [dovecot_backend(users=3, extra_passwd_lines=[passwd_line(user)])
+          for _ in range(3)]
+    listeners = {"imap": {}, "lmtp": {"protocol": "lmtp"}}
+    ps = []
+    for i in (1, 2):
+        sock = os.path.join(sockdir, "l%d.sock" % i)
+        p = mailring_proxy(backends=_backends(bs), listeners=listeners,
+                           passwd_lines=["%s:{PLAIN}pass::::::" % user],
+                           settings=_settings(redis_server, "lmtp%d" % i,
+                                              admin_socket=sock))
+        p.admin_sock, p.cli_bin = sock, cli_bin
+        p.wait_log("redis store .* connected", timeout=5, since_start=False)
+        ps.append(p)
+    p1, p2 = ps
+    hashed = _cli(p2, "map", user)
+    assert hashed["why"] == "hashed"
+    target = next(b for b in ("b1", "b2", "b3") if b != hashed["backend"])
+    assert _cli(p1, "move", user, target)["backend"] == target
+    s = smtplib.LMTP(p2.host, p2.port("lmtp"), timeout=15)
+    assert s.ehlo()[0] == 250
+    assert s.mail("sender@example.com")[0] == 250
+    assert s.rcpt(user)[0] == 250
+    code, text = s.docmd("DATA")
+    assert code == 354
+    s.send(b"Subject: ring\r\n\r\nbody\r\n.\r\n")
+    code, text = s.getreply()
+    assert code == 250, text
+    s.quit()
+    delivered = [e for e in p2.events("lmtp") if e.get("result") == "delivered"]
+    assert [e["backend"] for e in delivered] == [target]
