@@ -62,6 +62,7 @@ static const struct config_weight *old_config_weight(const char *name)
 int directing_init(const struct proxy_config *cfg, char *err, size_t errsize)
 {
 	dir = director_new(cfg->set.user_expire_msecs);
+	director_set_max_load(dir, (unsigned int)cfg->set.director_max_load);
 	for (size_t i = 0; i < cfg->backend_count; i++) {
 		const struct backend_settings *bs = cfg->backends[i].set;
 		if (director_backend_add(dir, bs->name, (uint32_t)bs->weight, bs->tag) < 0) {
@@ -173,6 +174,7 @@ void directing_reload(const struct proxy_config *cfg)
 {
 	bool *changed = xcalloc(cfg->backend_count + 1, sizeof(*changed));
 	pthread_mutex_lock(&lock);
+	director_set_max_load(dir, (unsigned int)cfg->set.director_max_load);
 	for (size_t i = 0; i < cfg->backend_count; i++) {
 		const struct backend_settings *bs = cfg->backends[i].set;
 		struct director_backend_info info;

@@ -146,6 +146,9 @@ static const struct config_def proxy_defs[] = {
 			    "a user's mapping outlives their last session this long"),
 	CONFIG_DEF_STRING(S, "director_state_file", director_state_file, NULL,
 			  "where the embedded store keeps mappings and backend states"),
+	CONFIG_DEF_UINT(S, "director_max_load", director_max_load, "0", 0, 1000,
+			"bounded load: a new user skips a backend above this % of its "
+			"weight share of sessions; 0 = off"),
 	CONFIG_DEF_ENUM(S, "director_store", director_store, "embedded",
 			director_store_values,
 			"embedded (one proxy) or redis (shared by several)"),

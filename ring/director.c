@@ -41,6 +41,7 @@ struct dir_mapping {
 
 struct director {
 	uint64_t user_expire_msecs;
+	unsigned int max_load_percent;   /* 0 = no cap */
 	struct dir_backend **backends;
 	size_t backend_count;
 	struct dir_mapping **buckets;
@@ -293,6 +294,41 @@ static bool eligible(const struct dir_backend *b, const char *tag)
 	       strcmp(b->tag, tag != NULL ? tag : "") == 0;
 }
 
+/* Bounded load: the first backend in the user's ranking whose sessions
+ * stay within max_load_percent of its weight share of all sessions (plus
+ * one, so an idle cluster is never "full"); the ranking's head when the
+ * cap is off or every backend is over it. Only new users are placed
+ * here: mapped users never move (I2). */
+static size_t bounded_load_pick(const struct director *d,
+				struct dir_backend *const *map, size_t n,
+				const uint32_t *order, size_t k)
+{
+	uint64_t total_sessions = 0, total_weight = 0;
+
+	if (d->max_load_percent == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		total_sessions += map[i]->sessions;
+		total_weight += map[i]->weight;
+	}
+	if (total_weight == 0)
+		return 0;
+	for (size_t i = 0; i < k; i++) {
+		const struct dir_backend *b = map[order[i]];
+		/* sessions <= percent/100 * total * weight/total_weight + 1 */
+		uint64_t cap = total_sessions * b->weight * d->max_load_percent /
+			       (total_weight * 100) + 1;
+		if (b->sessions < cap)
+			return i;
+	}
+	return 0;
+}
+
+void director_set_max_load(struct director *d, unsigned int percent)
+{
+	d->max_load_percent = percent;
+}
+
 enum director_route director_place(const struct director *d, struct str user,
 				   const char *tag,
 				   char backend_r[DIRECTOR_NAME_MAX],
@@ -317,10 +353,13 @@ enum director_route director_place(const struct director *d, struct str user,
 	size_t k = ring_rank(cands, n, hash, order, RING_RANK_MAX);
 	if (k == 0)
 		return DIRECTOR_ROUTE_NONE;
-	memcpy(backend_r, map[order[0]]->name, DIRECTOR_NAME_MAX);
-	for (size_t i = 1; i < k && *fallback_count_r < max_fallbacks; i++)
-		memcpy(fallbacks_r[(*fallback_count_r)++], map[order[i]]->name,
-		       DIRECTOR_NAME_MAX);
+	size_t first = bounded_load_pick(d, map, n, order, k);
+	memcpy(backend_r, map[order[first]]->name, DIRECTOR_NAME_MAX);
+	for (size_t i = 0; i < k && *fallback_count_r < max_fallbacks; i++) {
+		if (i != first)
+			memcpy(fallbacks_r[(*fallback_count_r)++], map[order[i]]->name,
+			       DIRECTOR_NAME_MAX);
+	}
 	return DIRECTOR_ROUTE_HASHED;
 }
 

@@ -54,6 +54,10 @@ struct director;
 /* user_expire_msecs: how long a mapping outlives the user's last session. */
 struct director *director_new(uint64_t user_expire_msecs);
 void director_free(struct director **d);
+/* Bounded-load placement: a new user skips a backend in its ranking whose
+ * sessions exceed percent (e.g. 125) of its weight share of all sessions,
+ * and goes to its next-best one. 0 (the default) turns it off. */
+void director_set_max_load(struct director *d, unsigned int percent);
 
 /* Backends. Names are unique; adding an existing name fails (-1). Removing
  * a backend drops its mappings; the caller kicks its sessions. */

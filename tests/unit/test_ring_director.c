@@ -286,6 +286,48 @@ static void test_state_file(void **state)
 	rmdir(dir);
 }
 
+/* Bounded load: with one backend holding far more than its share of the
+ * sessions, new users that rank it first overflow to their next-best
+ * backend; without the cap they do not; mapped users never move. */
+static void test_bounded_load(void **state)
+{
+	struct director *d = director_new(60000);
+	char b[DIRECTOR_NAME_MAX], fb[4][DIRECTOR_NAME_MAX], name[32];
+	size_t nfb;
+	(void)state;
+
+	assert_int_equal(director_backend_add(d, "b1", 100, NULL), 0);
+	assert_int_equal(director_backend_add(d, "b2", 100, NULL), 0);
+	assert_int_equal(director_backend_add(d, "b3", 100, NULL), 0);
+	/* 300 sessions on b1, none elsewhere */
+	for (int i = 0; i < 300; i++) {
+		str_printf(name, sizeof(name), "hot%d", i);
+		assert_non_null(director_session_begin(d, str_cstr(name), "b1", 0));
+	}
+	unsigned int to_b1_uncapped = 0, to_b1_capped = 0;
+	for (int i = 0; i < 3000; i++) {
+		str_printf(name, sizeof(name), "new%d", i);
+		director_place(d, str_cstr(name), NULL, b, fb, 4, &nfb);
+		to_b1_uncapped += strcmp(b, "b1") == 0;
+	}
+	director_set_max_load(d, 125);
+	for (int i = 0; i < 3000; i++) {
+		str_printf(name, sizeof(name), "new%d", i);
+		director_place(d, str_cstr(name), NULL, b, fb, 4, &nfb);
+		to_b1_capped += strcmp(b, "b1") == 0;
+		/* the overflow keeps the whole ranking as fallbacks */
+		assert_int_equal(nfb, 2);
+	}
+	assert_true(to_b1_uncapped > 800);   /* about a third */
+	assert_int_equal(to_b1_capped, 0);   /* 300 > 1.25 * 100 + 1 */
+	/* a mapped user stays on b1 whatever the load */
+	char mapped[DIRECTOR_NAME_MAX];
+	assert_int_equal(director_route(d, str_cstr("hot7"), NULL, 0, mapped, fb,
+					4, &nfb), DIRECTOR_ROUTE_MAPPED);
+	assert_string_equal(mapped, "b1");
+	director_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +337,7 @@ int main(void)
 		cmocka_unit_test(test_i4_down_move_flush_drain),
 		cmocka_unit_test(test_tags),
 		cmocka_unit_test(test_state_file),
+		cmocka_unit_test(test_bounded_load),
 	};
 	return cmocka_run_group_tests_name("ring_director", tests, NULL, NULL);
 }
