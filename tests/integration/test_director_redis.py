@@ -281,3 +281,58 @@ def test_lmtp_follows_the_ring(mailring_proxy, dovecot_backend, cli_bin,
     s.quit()
     delivered = [e for e in p2.events("lmtp") if e.get("result") == "delivered"]
     assert [e["backend"] for e in delivered] == [target]
+
+
+def _sentinel(procs, ports, master_port, name):
+    """A redis-server in sentinel mode watching master_port."""
+    from harness.procs import call_check
+    from harness.redis import redis_ping
+    port = ports.get()
+    d = procs.new_dir(name)
+    conf = os.path.join(d, "sentinel.conf")
+    with open(conf, "w") as f:
+        f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"
+                "sentinel monitor mymaster 127.0.0.1 %d 1\n"
+                "sentinel down-after-milliseconds mymaster 600\n"
+                "sentinel failover-timeout mymaster 3000\n"
+                "sentinel parallel-syncs mymaster 1\n" % (port, d, master_port))
+    procs.start(name, ["redis-server", conf, "--sentinel"], dir=d,
+                ready=call_check(lambda: redis_ping("127.0.0.1", port),
+                                 "answering PING"), timeout=10)
+    return port
+
+
+def test_sentinel_failover(mailring_proxy, dovecot_backend, mail_root,
+                           redis_factory, procs, ports, cli_bin, sockdir):
+    """Sentinel: the proxy finds the master through the sentinels; when the
+    master dies and a replica is promoted, the proxy follows it, re-asserts
+    the mappings of its live sessions there, and logins go on."""
+    master = redis_factory(name="master")
+    replica = redis_factory(name="replica", extra_args=[
+        "--replicaof", "127.0.0.1", str(master.port)])
+    wait_until(lambda: "master_link_status:up" in
+               _text(replica.command("INFO", "replication")),
+               timeout=10, what="replica in sync")
+    s1 = _sentinel(procs, ports, master.port, "sentinel1")
+    bs = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    sock = os.path.join(sockdir, "s.sock")
+    settings = _settings(master, "sp1", admin_socket=sock,
+                         redis_sentinels="127.0.0.1:%d" % s1,
+                         redis_address="")
+    p = mailring_proxy(backends=_backends(bs), settings=settings)
+    p.admin_sock, p.cli_bin = sock, cli_bin
+    p.wait_log("redis store 127.0.0.1:%d connected" % master.port, timeout=5,
+               since_start=False)
+    held = p.imap(user="user501")
+    before = _login_backend(p, "user502")
+    master.kill()
+    # down-after 600 ms, then the failover; the proxy reconnects by itself
+    p.wait_log("redis store 127.0.0.1:%d reachable again" % replica.port,
+               timeout=20)
+    p.wait_log("redis store reconciled", timeout=10)
+    assert _cli(p, "ring", "status")["master"] == "127.0.0.1:%d" % replica.port
+    assert _login_backend(p, "user502") in ("b1", "b2")
+    # the live session's mapping was asserted on the new master
+    assert _text(replica.command("HGET", "t:u:user501", "b")) in ("b1", "b2")
+    assert before in ("b1", "b2")
+    held.logout()
