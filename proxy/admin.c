@@ -307,6 +307,31 @@ static unsigned int route_kick(struct admin_request *req, struct buf *out,
 	return directing_status_code(directing_kick(user, out));
 }
 
+static unsigned int route_add(struct admin_request *req, struct buf *out,
+			      const char **ct)
+{
+	const char *backend = body_str(req, "backend");
+	uint64_t weight = 100;
+	(void)ct;
+	if (!valid_backend(backend))
+		return answer_error(out, 400, "field backend missing or invalid");
+	if (json_flat_get_u64(&req->body, "weight", &weight) == -1 ||
+	    weight > ADMIN_WEIGHT_MAX)
+		return answer_error(out, 400, "field weight not 0..1000000");
+	return directing_status_code(
+		directing_add(backend, (unsigned int)weight, out));
+}
+
+static unsigned int route_remove(struct admin_request *req, struct buf *out,
+				 const char **ct)
+{
+	const char *backend = body_str(req, "backend");
+	(void)ct;
+	if (!valid_backend(backend))
+		return answer_error(out, 400, "field backend missing or invalid");
+	return directing_status_code(directing_remove(backend, out));
+}
+
 /* Prometheus label value: \\, \" and \n escaped. */
 static void metric_label(struct buf *out, const char *s)
 {
@@ -428,6 +453,8 @@ static const struct admin_route routes[] = {
 	{ "POST", "/flush", route_flush },
 	{ "POST", "/move", route_move },
 	{ "POST", "/kick", route_kick },
+	{ "POST", "/add", route_add },
+	{ "POST", "/remove", route_remove },
 };
 
 /* Routes msg; the answer's body goes to out. Returns the status. */

@@ -21,6 +21,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct director *dir;
 static char *state_path;
 static bool shared;          /* director_store = redis */
+static directing_reconfigure_fn *reconfigure_hook;
 static bool dirty;
 static bool last_save_failed;
 static char last_save_error[512];
@@ -580,4 +581,177 @@ int directing_kick(const char *user, struct buf *out)
 	json_cstr(out, user);
 	buf_printf(out, ",\"kicked\":%u}", kicked);
 	return 0;
+}
+
+/* ---- backends added at run time (`mailring add`) -------------------------- */
+
+void directing_set_reconfigure(directing_reconfigure_fn *fn)
+{
+	reconfigure_hook = fn;
+}
+
+void directing_request_reconfigure(const char *why)
+{
+	if (reconfigure_hook != NULL)
+		reconfigure_hook(why);
+}
+
+static char *dup_setting(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+/* The settings a backend added at run time gets: those of the config's
+ * director_backend_template backend (default: the first one), with its
+ * own name, host and weight. */
+static void clone_backend(struct backend_settings *dst,
+			  const struct backend_settings *tpl,
+			  const struct director_backend_info *info)
+{
+	*dst = *tpl;
+	dst->name = xstrdup(info->name);
+	dst->host = xstrdup(info->host);
+	dst->weight = info->weight;
+	dst->tag = xstrdup(info->tag);
+	dst->ssl_ca = dup_setting(tpl->ssl_ca);
+	dst->ssl_host = dup_setting(tpl->ssl_host);
+	dst->master_user = dup_setting(tpl->master_user);
+	dst->master_password = dup_setting(tpl->master_password);
+	/* HOST:PORT names the port of the proxy's main protocol (IMAP) */
+	struct net_addr a;
+	const char *error;
+	if (net_addr_parse(info->host, NET_ADDR_PORT_OPTIONAL, &a, &error) == 0 &&
+	    net_addr_port(&a) != 0)
+		dst->imap_port = net_addr_port(&a);
+}
+
+void directing_runtime_apply(struct proxy_settings *set)
+{
+	const struct backend_settings *tpl = NULL;
+
+	if (dir == NULL || set->backend_count == 0)
+		return;
+	for (size_t i = 0; i < set->backend_count; i++) {
+		if (set->director_backend_template != NULL &&
+		    strcmp(set->backends[i].name, set->director_backend_template) == 0)
+			tpl = &set->backends[i];
+	}
+	if (tpl == NULL)
+		tpl = &set->backends[0];
+	struct backend_settings template = *tpl;
+
+	pthread_mutex_lock(&lock);
+	size_t n = director_backend_count(dir);
+	for (size_t i = 0; i < n; i++) {
+		struct director_backend_info info;
+		bool in_config = false;
+		director_backend_get(dir, i, &info);
+		if (info.host[0] == '\0')
+			continue;
+		for (size_t j = 0; j < set->backend_count; j++)
+			in_config |= strcmp(set->backends[j].name, info.name) == 0;
+		if (in_config)
+			continue; /* the config file took it over */
+		set->backends = xreallocarray(set->backends, set->backend_count + 1,
+					      sizeof(*set->backends));
+		clone_backend(&set->backends[set->backend_count++], &template, &info);
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+/* A backend address as `mailring add` takes it: IP[:IMAP_PORT]. */
+static bool valid_runtime_host(const char *host)
+{
+	struct net_addr a;
+	const char *error;
+	return strlen(host) < DIRECTOR_NAME_MAX &&
+	       net_addr_parse(host, NET_ADDR_PORT_OPTIONAL, &a, &error) == 0;
+}
+
+int directing_add_local(const char *host, unsigned int weight)
+{
+	pthread_mutex_lock(&lock);
+	int ret = director_backend_add(dir, host, weight, "");
+	if (ret == 0)
+		director_backend_set_host(dir, host, host);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	return ret;
+}
+
+bool directing_remove_local(const char *name)
+{
+	struct director_backend_info info;
+	pthread_mutex_lock(&lock);
+	bool runtime = director_backend_find(dir, name, &info) && info.host[0] != '\0';
+	if (runtime)
+		director_backend_remove(dir, name);
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	return runtime;
+}
+
+int directing_add(const char *host, unsigned int weight, struct buf *out)
+{
+	struct director_backend_info info;
+
+	if (!valid_runtime_host(host))
+		return json_error(out, "not an IP address (IP or IP:PORT)");
+	if (directing_backend_info(host, &info))
+		return json_error(out, "backend exists");
+	if (shared) {
+		int ret = dredis_add(host, weight, out);
+		if (ret < 0)
+			return ret;
+	}
+	if (directing_add_local(host, weight) < 0)
+		return json_error(out, "backend exists");
+	log_notice("director: backend %s added (weight %u)", host, weight);
+	directing_request_reconfigure("backend added");
+	if (!shared) {
+		buf_append_cstr(out, "{\"backend\":");
+		json_cstr(out, host);
+		buf_printf(out, ",\"weight\":%u,\"added\":true}", weight);
+	}
+	return 0;
+}
+
+int directing_remove(const char *name, struct buf *out)
+{
+	struct director_backend_info info;
+
+	if (!directing_backend_info(name, &info))
+		return json_error(out, "unknown backend");
+	if (info.host[0] == '\0')
+		return json_error(out, "the backend is in the config file: remove it "
+				  "there and reload");
+	if (shared) {
+		int ret = dredis_remove(name, out);
+		if (ret < 0)
+			return ret;
+	}
+	/* I4: its sessions go before the backend does */
+	unsigned int kicked = proxy_kick(NULL, name, "Backend was removed.", true);
+	directing_remove_local(name);
+	log_notice("director: backend %s removed (%u sessions closed)", name, kicked);
+	directing_request_reconfigure("backend removed");
+	if (!shared) {
+		buf_append_cstr(out, "{\"backend\":");
+		json_cstr(out, name);
+		buf_printf(out, ",\"removed\":true,\"kicked\":%u}", kicked);
+	}
+	return 0;
+}
+
+bool directing_has_runtime_backends(void)
+{
+	bool any = false;
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < director_backend_count(dir) && !any; i++) {
+		struct director_backend_info info;
+		director_backend_get(dir, i, &info);
+		any = info.host[0] != '\0';
+	}
+	pthread_mutex_unlock(&lock);
+	return any;
 }

@@ -108,5 +108,28 @@ int directing_set_up(const char *backend, bool up, struct buf *out);
 int directing_flush(const char *backend, struct buf *out);
 int directing_move(const char *user, const char *backend, struct buf *out);
 int directing_kick(const char *user, struct buf *out);
+/* `mailring add HOST [WEIGHT]`: a backend at an IP address, with the
+ * settings (ports, TLS, master user) of director_backend_template; kept
+ * in the store (state file or Redis) and so across restarts. */
+int directing_add(const char *host, unsigned int weight, struct buf *out);
+/* `mailring remove NAME`: only backends added at run time (the config
+ * file's go by editing it); its sessions are closed first (I4). */
+int directing_remove(const char *name, struct buf *out);
+
+/* ---- run-time backends and the config ------------------------------------ */
+
+/* The proxy rebuilds its configuration (re-reads the file, adds run-time
+ * backends) when the backend set changes; main() installs how. The hook
+ * may be called from any thread. */
+typedef void directing_reconfigure_fn(const char *why);
+void directing_set_reconfigure(directing_reconfigure_fn *fn);
+void directing_request_reconfigure(const char *why);
+/* Appends the run-time backends to freshly loaded settings. */
+struct proxy_settings;
+void directing_runtime_apply(struct proxy_settings *set);
+bool directing_has_runtime_backends(void);
+/* The director's side of add/remove alone (the shared store's events). */
+int directing_add_local(const char *host, unsigned int weight);
+bool directing_remove_local(const char *name);
 
 #endif

@@ -68,6 +68,10 @@
 	"  redis.call('HSET', k, 'fl', 0)\n" \
 	"  if fs == 'down-admin' then redis.call('HSET', k, 's', 'down', 'by', 'admin')\n" \
 	"  elseif fs == 'down-health' then redis.call('HSET', k, 's', 'down', 'by', 'health') end\n" \
+	"  if fs == 'remove' then\n" \
+	"    redis.call('DEL', k, P .. 'h:' .. name)\n" \
+	"    redis.call('SREM', P .. 'backends', name)\n" \
+	"  end\n" \
 	"  redis.call('HDEL', k, 'fs', 'fat')\n" \
 	"  local n = redis.call('SCARD', P .. 'bu:' .. name)\n" \
 	"  redis.call('DEL', P .. 'bu:' .. name)\n" \
@@ -166,13 +170,15 @@ static const char lua_heartbeat[] = LUA_COMMON
 	"redis.call('ZREMRANGEBYSCORE', P .. 'proxies', '-inf', now - dead - 3600000)\n"
 	"return redis.call('ZRANGEBYSCORE', P .. 'proxies', now - dead, '+inf')\n";
 
-/* ARGV: P (name weight tag state)...: creates the backends the ring lacks */
+/* ARGV: P (name weight tag state host)...: creates the backends the ring
+ * lacks (host "" = from the config files, else added at run time) */
 static const char lua_seed[] = LUA_COMMON
 	"local added = 0\n"
-	"for i = 2, #ARGV - 3, 4 do\n"
+	"for i = 2, #ARGV - 4, 5 do\n"
 	"  local k = bkey(ARGV[i])\n"
 	"  if redis.call('EXISTS', k) == 0 then\n"
 	"    redis.call('HSET', k, 'w', ARGV[i + 1], 't', ARGV[i + 2], 's', ARGV[i + 3], 'by', '', 'g', 0, 'fl', 0)\n"
+	"    if ARGV[i + 4] ~= '' then redis.call('HSET', k, 'host', ARGV[i + 4]) end\n"
 	"    added = added + 1\n"
 	"  end\n"
 	"  redis.call('SADD', P .. 'backends', ARGV[i])\n"
@@ -180,14 +186,14 @@ static const char lua_seed[] = LUA_COMMON
 	"if added > 0 then redis.call('PUBLISH', P .. 'events', 'backends') end\n"
 	"return added\n";
 
-/* ARGV: P -> {{name, weight, tag, state, by, flushing, users}...} */
+/* ARGV: P -> {{name, weight, tag, state, by, flushing, users, host}...} */
 static const char lua_load[] = LUA_COMMON
 	"local out = {}\n"
 	"for _, n in ipairs(redis.call('SMEMBERS', P .. 'backends')) do\n"
-	"  local b = redis.call('HMGET', bkey(n), 'w', 't', 's', 'by', 'fl')\n"
+	"  local b = redis.call('HMGET', bkey(n), 'w', 't', 's', 'by', 'fl', 'host')\n"
 	"  if b[1] then\n"
 	"    table.insert(out, {n, b[1], b[2] or '', b[3] or 'up', b[4] or '', b[5] or '0',\n"
-	"                       redis.call('SCARD', P .. 'bu:' .. n)})\n"
+	"                       redis.call('SCARD', P .. 'bu:' .. n), b[6] or ''})\n"
 	"  end\n"
 	"end\n"
 	"return out\n";
@@ -197,6 +203,15 @@ static const char lua_set_weight[] = LUA_COMMON
 	"local k = bkey(ARGV[2])\n"
 	"if redis.call('EXISTS', k) == 0 then return 0 end\n"
 	"redis.call('HSET', k, 'w', ARGV[3])\n"
+	"redis.call('PUBLISH', P .. 'events', 'backends')\n"
+	"return 1\n";
+
+/* ARGV: P name weight host -> 1 added, 0 exists */
+static const char lua_add[] = LUA_COMMON
+	"local k = bkey(ARGV[2])\n"
+	"if redis.call('EXISTS', k) == 1 then return 0 end\n"
+	"redis.call('HSET', k, 'w', ARGV[3], 't', '', 's', 'up', 'by', '', 'g', 0, 'fl', 0, 'host', ARGV[4])\n"
+	"redis.call('SADD', P .. 'backends', ARGV[2])\n"
 	"redis.call('PUBLISH', P .. 'events', 'backends')\n"
 	"return 1\n";
 
@@ -330,6 +345,8 @@ enum admin_op {
 	OP_FLUSH,
 	OP_MOVE,
 	OP_KICK,
+	OP_ADD,
+	OP_REMOVE,
 };
 
 struct admin_job {
@@ -364,8 +381,8 @@ struct job {
 struct round {
 	struct round *next;
 	bool move;
-	char final_state[16];      /* flush: "", down: down-admin|down-health */
-	char why[8];               /* flush|down */
+	char final_state[16];      /* flush "", down-admin|down-health, remove */
+	char why[8];               /* flush|down|remove */
 	char name[DIRECTOR_NAME_MAX];
 	char user[USER_MAX];
 	long long epoch;
@@ -512,17 +529,48 @@ static long long reply_int(const struct redisReply *r)
 /* Makes the cache's backends follow the ring's table (reply of lua_load).
  * Backends the ring has but our config lacks cannot be routed to (no
  * address) and are ignored; ours the ring lacks are seeded again. */
+static bool ring_has(const struct redisReply *r, const char *name)
+{
+	for (size_t i = 0; i < r->elements; i++) {
+		const struct redisReply *b = r->element[i];
+		if (reply_is_array(b, 8) && strcmp(reply_str(b->element[0]), name) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void apply_backends(const struct redisReply *r)
 {
+	bool changed = false;
+
 	pthread_mutex_lock(dr.dir_lock);
+	/* run-time backends another proxy removed */
+	for (size_t i = director_backend_count(dr.dir); i-- > 0;) {
+		struct director_backend_info info;
+		director_backend_get(dr.dir, i, &info);
+		if (info.host[0] != '\0' && !ring_has(r, info.name)) {
+			director_backend_remove(dr.dir, info.name);
+			changed = true;
+		}
+	}
 	for (size_t i = 0; i < r->elements; i++) {
 		const struct redisReply *b = r->element[i];
 		struct director_backend_info info;
-		if (!reply_is_array(b, 7))
+		if (!reply_is_array(b, 8))
 			continue;
 		const char *name = reply_str(b->element[0]);
-		if (!director_backend_find(dr.dir, name, &info))
-			continue;
+		const char *host = reply_str(b->element[7]);
+		if (!director_backend_find(dr.dir, name, &info)) {
+			/* added at run time through another proxy */
+			if (host[0] == '\0' ||
+			    director_backend_add(dr.dir, name,
+						 (uint32_t)reply_int(b->element[1]),
+						 reply_str(b->element[2])) < 0)
+				continue;
+			director_backend_set_host(dr.dir, name, host);
+			changed = true;
+			director_backend_find(dr.dir, name, &info);
+		}
 		uint32_t weight = (uint32_t)reply_int(b->element[1]);
 		bool up = strcmp(reply_str(b->element[3]), "up") == 0;
 		if (info.weight != weight)
@@ -532,6 +580,8 @@ static void apply_backends(const struct redisReply *r)
 							     DIRECTOR_BACKEND_DOWN);
 	}
 	pthread_mutex_unlock(dr.dir_lock);
+	if (changed)
+		directing_request_reconfigure("the ring's backend set changed");
 }
 
 static void on_load(const struct redisReply *reply, void *ctx)
@@ -550,14 +600,14 @@ static void load_backends(void)
 static void seed_backends(redis_reply_fn *cb, void *ctx)
 {
 	const char *args[REDIS_ARGS_MAX];
-	char weights[REDIS_ARGS_MAX / 4][16];
-	struct director_backend_info info[REDIS_ARGS_MAX / 4];
+	char weights[REDIS_ARGS_MAX / 5][16];
+	struct director_backend_info info[REDIS_ARGS_MAX / 5];
 	int n = 0;
 
 	pthread_mutex_lock(dr.dir_lock);
 	size_t count = director_backend_count(dr.dir);
-	if (count > REDIS_ARGS_MAX / 4 - 1)
-		count = REDIS_ARGS_MAX / 4 - 1;
+	if (count > REDIS_ARGS_MAX / 5 - 1)
+		count = REDIS_ARGS_MAX / 5 - 1;
 	for (size_t i = 0; i < count; i++)
 		director_backend_get(dr.dir, i, &info[i]);
 	pthread_mutex_unlock(dr.dir_lock);
@@ -567,6 +617,7 @@ static void seed_backends(redis_reply_fn *cb, void *ctx)
 		args[n++] = weights[i];
 		args[n++] = info[i].tag;
 		args[n++] = info[i].state == DIRECTOR_BACKEND_UP ? "up" : "down";
+		args[n++] = info[i].host;
 	}
 	eval(lua_seed, cb, ctx, n, args);
 }
@@ -836,6 +887,8 @@ static void round_answer(struct round *r, int ret, const char *error,
 		json_cstr(job->out, r->name);
 		if (strcmp(r->why, "down") == 0)
 			buf_append_cstr(job->out, ",\"state\":\"down\"");
+		else if (strcmp(r->why, "remove") == 0)
+			buf_append_cstr(job->out, ",\"removed\":true");
 		else
 			buf_printf(job->out, ",\"unmapped\":%lld", unmapped);
 	}
@@ -862,7 +915,8 @@ static void on_round_done(const struct redisReply *reply, void *ctx)
 	} else {
 		log_notice("director: backend %s %s: %lld users unmapped, %u sessions "
 			   "closed here, %zu/%zu proxies acknowledged", r->name,
-			   strcmp(r->why, "down") == 0 ? "set down" : "flushed",
+			   strcmp(r->why, "down") == 0 ? "set down" :
+			   strcmp(r->why, "remove") == 0 ? "removed" : "flushed",
 			   v < 0 ? 0 : v, r->kicked, r->acked, r->live_count);
 		round_answer(r, 0, NULL, v < 0 ? 0 : v);
 	}
@@ -1268,17 +1322,18 @@ static void run_admin(struct admin_job *job);
 static void run_reload(struct job *job)
 {
 	const char *args[REDIS_ARGS_MAX];
-	char weights[REDIS_ARGS_MAX / 4][16];
+	char weights[REDIS_ARGS_MAX / 5][16];
 	int n = 0;
 
 	if (!redis_client_ready(dr.rc))
 		return; /* seeded at the next connect */
-	for (size_t i = 0; i < job->count && n + 4 < REDIS_ARGS_MAX - 4; i++) {
+	for (size_t i = 0; i < job->count && n + 5 < REDIS_ARGS_MAX - 4; i++) {
 		u64_str(job->weights[i], weights[i], sizeof(weights[i]));
 		args[n++] = job->names[i];
 		args[n++] = weights[i];
 		args[n++] = job->tags[i];
 		args[n++] = "up";
+		args[n++] = "";
 	}
 	eval(lua_seed, ignore_reply, (void *)(uintptr_t)"seed", n, args);
 	for (size_t i = 0; i < job->count; i++) {
@@ -1440,7 +1495,7 @@ static void on_status_load(const struct redisReply *reply, void *ctx)
 		bool flushing = false;
 		for (size_t k = 0; reply_is_array(reply, 0) && k < reply->elements; k++) {
 			const struct redisReply *b = reply->element[k];
-			if (reply_is_array(b, 7) &&
+			if (reply_is_array(b, 8) &&
 			    strcmp(reply_str(b->element[0]), info[i].name) == 0) {
 				users = reply_int(b->element[6]);
 				by = reply_str(b->element[4]);
@@ -1567,6 +1622,25 @@ static void on_simple_op(const struct redisReply *reply, void *ctx)
 	admin_job_finish(job, 0);
 }
 
+static void on_added(const struct redisReply *reply, void *ctx)
+{
+	struct admin_job *job = ctx;
+	if (reply == NULL || redis_reply_error(reply) != NULL) {
+		json_error(job->out, "ring store unavailable");
+		admin_job_finish(job, -1);
+		return;
+	}
+	if (reply_int(reply) == 0) {
+		json_error(job->out, "backend exists");
+		admin_job_finish(job, -1);
+		return;
+	}
+	buf_append_cstr(job->out, "{\"backend\":");
+	json_cstr(job->out, job->backend);
+	buf_printf(job->out, ",\"weight\":%u,\"added\":true}", job->weight);
+	admin_job_finish(job, 0);
+}
+
 static void on_kick_published(const struct redisReply *reply, void *ctx)
 {
 	(void)reply;
@@ -1670,6 +1744,16 @@ static void run_admin(struct admin_job *job)
 	case OP_MOVE:
 		start_move_round(job->user, job->backend, job);
 		break;
+	case OP_REMOVE:
+		start_backend_round(job->backend, "remove", "remove", job);
+		break;
+	case OP_ADD: {
+		char w[16];
+		u64_str(job->weight, w, sizeof(w));
+		const char *args[] = { job->backend, w, job->backend };
+		eval(lua_add, on_added, job, 3, args);
+		break;
+	}
 	case OP_KICK: {
 		char channel[200], msg[USER_MAX + 80];
 		unsigned int kicked = proxy_kick(job->user, NULL,
@@ -1784,6 +1868,16 @@ int dredis_move(const char *user, const char *backend, struct buf *out)
 int dredis_kick(const char *user, struct buf *out)
 {
 	return admin_call(OP_KICK, user, NULL, 0, out);
+}
+
+int dredis_add(const char *host, unsigned int weight, struct buf *out)
+{
+	return admin_call(OP_ADD, NULL, host, weight, out);
+}
+
+int dredis_remove(const char *name, struct buf *out)
+{
+	return admin_call(OP_REMOVE, NULL, name, 0, out);
 }
 
 /* ---- the login path's entry points ------------------------------------------------ */

@@ -76,5 +76,7 @@ int dredis_set_up(const char *backend, bool up, struct buf *out);
 int dredis_flush(const char *backend, struct buf *out);
 int dredis_move(const char *user, const char *backend, struct buf *out);
 int dredis_kick(const char *user, struct buf *out);
+int dredis_add(const char *host, unsigned int weight, struct buf *out);
+int dredis_remove(const char *name, struct buf *out);
 
 #endif

@@ -94,15 +94,14 @@ static bool listeners_equal(const struct proxy_settings *a,
 	return true;
 }
 
-static void on_reload(int signo, void *context)
+/* Re-reads the config file, adds the backends added at run time, and
+ * installs the result as the new generation. */
+static void reconfigure(void)
 {
 	struct proxy_settings set;
 	struct config_errors errors = { 0 };
 	char err[512];
-	(void)signo;
-	(void)context;
 
-	log_notice("SIGHUP received: reloading %s", proxy.config_path);
 	if (config_load_file(&proxy_settings_schema, proxy.config_path, &set,
 			     &errors) < 0) {
 		for (size_t i = 0; i < errors.count; i++)
@@ -112,6 +111,7 @@ static void on_reload(int signo, void *context)
 		return;
 	}
 	config_errors_free(&errors);
+	directing_runtime_apply(&set);
 	if (proxy_settings_check(&set, err, sizeof(err)) < 0) {
 		log_error("reload failed: %s: %s", proxy.config_path, err);
 		config_free(&proxy_settings_schema, &set);
@@ -162,6 +162,35 @@ static void on_reload(int signo, void *context)
 		log_notice("backend %s removed: closing its %u sessions", name, n);
 	}
 	proxy_config_unref(&old);
+}
+
+static void on_reload(int signo, void *context)
+{
+	(void)signo;
+	(void)context;
+	log_notice("SIGHUP received: reloading %s", proxy.config_path);
+	reconfigure();
+}
+
+static void on_reconfigure(evutil_socket_t fd, short what, void *context)
+{
+	char *why = context;
+	(void)fd;
+	(void)what;
+	log_notice("reconfiguring (%s): reloading %s", why, proxy.config_path);
+	free(why);
+	reconfigure();
+}
+
+/* The director's hook: any thread; the work happens on the main loop. */
+static void request_reconfigure(const char *why)
+{
+	struct timeval now = { 0, 0 };
+	char *copy = xstrdup(why);
+	if (main_base == NULL ||
+	    event_base_once(main_base, -1, EV_TIMEOUT, on_reconfigure, copy,
+			    &now) < 0)
+		free(copy);
 }
 
 static void on_shutdown(int signo, void *context)
@@ -280,9 +309,12 @@ int main(int argc, char **argv)
 		return 1;
 	if (net_workers_start(proxy.workers, err, sizeof(err)) < 0)
 		fatalx("%s", err);
-	directing_start();
 
 	main_base = event_base_new();
+	directing_set_reconfigure(request_reconfigure);
+	if (directing_has_runtime_backends())
+		request_reconfigure("backends added at run time");
+	directing_start();
 	struct net_signals *sig = net_signals_new(main_base, on_reload, on_shutdown,
 						  NULL, err, sizeof(err));
 	if (sig == NULL)

@@ -149,6 +149,9 @@ static const struct config_def proxy_defs[] = {
 	CONFIG_DEF_UINT(S, "director_max_load", director_max_load, "0", 0, 1000,
 			"bounded load: a new user skips a backend above this % of its "
 			"weight share of sessions; 0 = off"),
+	CONFIG_DEF_STRING(S, "director_backend_template", director_backend_template,
+			  NULL, "backend whose settings `mailring add` copies "
+			  "(default: the first)"),
 	CONFIG_DEF_ENUM(S, "director_store", director_store, "embedded",
 			director_store_values,
 			"embedded (one proxy) or redis (shared by several)"),

@@ -104,6 +104,7 @@ struct proxy_settings {
 	char *admin_socket;
 	unsigned int director_store;    /* enum director_store */
 	uint64_t director_max_load;     /* percent; 0 = off */
+	char *director_backend_template;
 	char *redis_address;
 	struct config_strlist redis_sentinels;
 	char *redis_sentinel_master;

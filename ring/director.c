@@ -14,6 +14,7 @@
 /* State file: a version line, then one record a line:
  *   backend NAME WEIGHT up|down TAG|-
  *   map USER BACKEND REMAINING_MSECS
+ *   added NAME HOST           (a backend added at run time, after its line)
  * Names never contain white space (the auth library refuses such users,
  * the config such backend names), so a space-separated line is enough. */
 #define STATE_MAGIC "mailring-director-state 1"
@@ -22,6 +23,7 @@
 struct dir_backend {
 	char name[DIRECTOR_NAME_MAX];
 	char tag[DIRECTOR_NAME_MAX];
+	char host[DIRECTOR_HOST_MAX];    /* added at run time: its address */
 	uint64_t id_hash;
 	uint32_t weight;
 	enum director_backend_state state;
@@ -191,6 +193,16 @@ int director_backend_set_state(struct director *d, const char *name,
 	return 0;
 }
 
+int director_backend_set_host(struct director *d, const char *name,
+			      const char *host)
+{
+	struct dir_backend *b = backend_find(d, name);
+	if (b == NULL || strlen(host) >= sizeof(b->host))
+		return -1;
+	str_copy(str_cstr(host), b->host, sizeof(b->host));
+	return 0;
+}
+
 size_t director_backend_count(const struct director *d)
 {
 	return d->backend_count;
@@ -201,6 +213,7 @@ static void fill_info(const struct dir_backend *b,
 {
 	memcpy(info->name, b->name, sizeof(info->name));
 	memcpy(info->tag, b->tag, sizeof(info->tag));
+	memcpy(info->host, b->host, sizeof(info->host));
 	info->weight = b->weight;
 	info->state = b->state;
 	info->users = b->users;
@@ -573,6 +586,8 @@ int director_save(const struct director *d, const char *path,
 		buf_printf(out, "backend %s %u %s %s\n", b->name, b->weight,
 			   b->state == DIRECTOR_BACKEND_UP ? "up" : "down",
 			   b->tag[0] != '\0' ? b->tag : "-");
+		if (b->host[0] != '\0')
+			buf_printf(out, "added %s %s\n", b->name, b->host);
 	}
 	for (size_t i = 0; i < d->bucket_count; i++) {
 		for (struct dir_mapping *m = d->buckets[i]; m != NULL; m = m->next) {
@@ -659,6 +674,19 @@ static int load_line(struct director *d, struct str line, uint64_t now,
 		str_copy(str_cstr(tag), be->tag, sizeof(be->tag));
 		be->state = str_eq(c, STR("up")) ? DIRECTOR_BACKEND_UP :
 						   DIRECTOR_BACKEND_DOWN;
+		return 0;
+	}
+	if (str_eq(kind, STR("added"))) {
+		char host[DIRECTOR_HOST_MAX];
+		if (!next_field(&line, &a) || !next_field(&line, &b) || line.len != 0 ||
+		    !str_copy(a, name, sizeof(name)) || !str_copy(b, host, sizeof(host))) {
+			*error_r = "invalid added line";
+			return -1;
+		}
+		if (director_backend_set_host(d, name, host) < 0) {
+			*error_r = "added line for an unknown backend";
+			return -1;
+		}
 		return 0;
 	}
 	if (str_eq(kind, STR("map"))) {

@@ -28,6 +28,7 @@
 #include "str.h"
 
 #define DIRECTOR_NAME_MAX 64
+#define DIRECTOR_HOST_MAX 256
 
 enum director_backend_state {
 	DIRECTOR_BACKEND_UP = 0,  /* takes users */
@@ -37,6 +38,7 @@ enum director_backend_state {
 struct director_backend_info {
 	char name[DIRECTOR_NAME_MAX];
 	char tag[DIRECTOR_NAME_MAX];
+	char host[DIRECTOR_HOST_MAX];   /* "" = from the config file */
 	uint32_t weight;                /* 0 = drained */
 	enum director_backend_state state;
 	unsigned int users;             /* mappings on it */
@@ -70,6 +72,10 @@ int director_backend_set_weight(struct director *d, const char *name,
  * for mapped users. Returns -1 for an unknown name. */
 int director_backend_set_state(struct director *d, const char *name,
 			       enum director_backend_state state);
+/* Marks a backend as added at run time (`mailring add`) with its address,
+ * so the state file keeps it across restarts. -1 for an unknown name. */
+int director_backend_set_host(struct director *d, const char *name,
+			      const char *host);
 size_t director_backend_count(const struct director *d);
 /* Fills info for backend i (0 <= i < count), in the order added. */
 void director_backend_get(const struct director *d, size_t i,

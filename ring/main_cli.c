@@ -85,6 +85,8 @@ static void usage(void)
 		"  flush BACKEND           drop its mappings, close its sessions\n"
 		"  move USER BACKEND       close USER's sessions, map USER to BACKEND\n"
 		"  kick USER               close USER's sessions\n"
+		"  add HOST [WEIGHT]       a new backend at IP address HOST (weight 100)\n"
+		"  remove BACKEND          a backend added with add: close its sessions, drop it\n"
 		"  ring status             the store, proxies alive, degraded or not\n");
 }
 
@@ -633,20 +635,23 @@ struct admin_command {
 	const char *path;
 	const char *args[2]; /* names of the positional arguments */
 	size_t nargs;
+	size_t optional;     /* how many of the last ones may be left out */
 };
 
 static const struct admin_command admin_commands[] = {
-	{ "status", "GET", "/status", { NULL, NULL }, 0 },
-	{ "map", "GET", "/map", { "user", NULL }, 1 },
-	{ "users", "GET", "/users", { "backend", NULL }, 1 },
-	{ "update", "POST", "/update", { "backend", "weight" }, 2 },
-	{ "up", "POST", "/up", { "backend", NULL }, 1 },
-	{ "down", "POST", "/down", { "backend", NULL }, 1 },
-	{ "drain", "POST", "/drain", { "backend", NULL }, 1 },
-	{ "flush", "POST", "/flush", { "backend", NULL }, 1 },
-	{ "move", "POST", "/move", { "user", "backend" }, 2 },
-	{ "kick", "POST", "/kick", { "user", NULL }, 1 },
-	{ "ring status", "GET", "/ring", { NULL, NULL }, 0 },
+	{ "status", "GET", "/status", { NULL, NULL }, 0, 0 },
+	{ "map", "GET", "/map", { "user", NULL }, 1, 0 },
+	{ "users", "GET", "/users", { "backend", NULL }, 1, 0 },
+	{ "update", "POST", "/update", { "backend", "weight" }, 2, 0 },
+	{ "up", "POST", "/up", { "backend", NULL }, 1, 0 },
+	{ "down", "POST", "/down", { "backend", NULL }, 1, 0 },
+	{ "drain", "POST", "/drain", { "backend", NULL }, 1, 0 },
+	{ "flush", "POST", "/flush", { "backend", NULL }, 1, 0 },
+	{ "move", "POST", "/move", { "user", "backend" }, 2, 0 },
+	{ "kick", "POST", "/kick", { "user", NULL }, 1, 0 },
+	{ "ring status", "GET", "/ring", { NULL, NULL }, 0, 0 },
+	{ "add", "POST", "/add", { "backend", "weight" }, 2, 1 },
+	{ "remove", "POST", "/remove", { "backend", NULL }, 1, 0 },
 };
 
 static const struct admin_command *admin_command_find(const char *name)
@@ -666,18 +671,19 @@ static int cmd_admin(struct cli *cli, const struct admin_command *cmd, int argc,
 	struct buf *body = NULL;
 	int ret = EX_USAGE;
 
-	if ((size_t)argc != cmd->nargs) {
+	if ((size_t)argc > cmd->nargs || (size_t)argc < cmd->nargs - cmd->optional) {
 		fprintf(stderr, "usage: mailring %s", cmd->name);
 		for (size_t i = 0; i < cmd->nargs; i++)
-			fprintf(stderr, " %s", strcmp(cmd->args[i], "user") == 0 ? "USER" :
-					       strcmp(cmd->args[i], "weight") == 0 ? "WEIGHT" :
-					       "BACKEND");
+			fprintf(stderr, i >= cmd->nargs - cmd->optional ? " [%s]" : " %s",
+				strcmp(cmd->args[i], "user") == 0 ? "USER" :
+				strcmp(cmd->args[i], "weight") == 0 ? "WEIGHT" :
+				strcmp(cmd->name, "add") == 0 ? "HOST" : "BACKEND");
 		fputc('\n', stderr);
 		goto out;
 	}
 	buf_append_cstr(target, cmd->path);
 	if (strcmp(cmd->method, "GET") == 0) {
-		for (size_t i = 0; i < cmd->nargs; i++) {
+		for (size_t i = 0; i < (size_t)argc; i++) {
 			buf_printf(target, "%c%s=", i == 0 ? '?' : '&', cmd->args[i]);
 			if (url_encode(target, argv[i]) < 0) {
 				fprintf(stderr, "mailring: argument too long\n");
@@ -687,7 +693,7 @@ static int cmd_admin(struct cli *cli, const struct admin_command *cmd, int argc,
 	} else {
 		body = buf_new(256, ADMIN_REQUEST_MAX / 2);
 		buf_append_byte(body, '{');
-		for (size_t i = 0; i < cmd->nargs; i++) {
+		for (size_t i = 0; i < (size_t)argc; i++) {
 			if (i > 0)
 				buf_append_byte(body, ',');
 			json_append_str(body, str_cstr(cmd->args[i]));

@@ -113,3 +113,47 @@ def test_corrupt_state_file_is_reported_not_fatal(mailring_proxy,
     p.wait_log(r"director: state file not loaded, starting empty: .*not a "
                r"director state file", since_start=False)
     _login_logout(p, "user1")
+
+
+def test_add_remove_persist_in_state_file(mailring_proxy, dovecot_backend,
+                                          mail_root, workdir, mailring_bin):
+    """Embedded store: `mailring add IP:PORT WEIGHT` takes new users at
+    once, survives a restart (state file), and `remove` drops it."""
+    import json
+    import subprocess
+    import tempfile
+    cli = mailring_bin("mailring")
+    b1 = dovecot_backend(mail_root=mail_root)
+    b2 = dovecot_backend(mail_root=mail_root)
+    sock = os.path.join(tempfile.mkdtemp(prefix="mremb"), "a.sock")
+    state = os.path.join(workdir, "director.state")
+    p = mailring_proxy(backends=[{"dovecot": b1, "name": "b1"}],
+                       settings={"admin_socket": sock,
+                                 "director_state_file": state})
+
+    def run(*args):
+        r = subprocess.run([cli, "-s", sock, "--json"] + list(args),
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+
+    name = "127.0.0.1:%d" % b2.imap_port
+    assert run("add", name, "100000")["added"] is True
+    p.wait_log("reconfiguring", timeout=3, since_start=False)
+    n = len(p.events("Login"))
+    for i in range(700, 710):
+        _login_logout(p, "user%d" % i)
+    assert [e["backend"] for e in p.events("Login")[n:]].count(name) >= 9
+    p.stop()
+    with open(state) as f:
+        assert "added %s %s\n" % (name, name) in f.read()
+    p.start()
+    p.wait_log("reconfiguring", count=2, timeout=3, since_start=False)
+    assert name in [b["name"] for b in run("status")["backends"]]
+    _login_logout(p, "user705")
+    assert p.events("Login")[-1]["backend"] == name
+    assert run("remove", name)["removed"] is True
+    p.wait_log("reconfiguring", count=3, timeout=3, since_start=False)
+    assert [b["name"] for b in run("status")["backends"]] == ["b1"]
+    _login_logout(p, "user705")
+    assert p.events("Login")[-1]["backend"] == "b1"

@@ -336,3 +336,39 @@ def test_sentinel_failover(mailring_proxy, dovecot_backend, mail_root,
     assert _text(replica.command("HGET", "t:u:user501", "b")) in ("b1", "b2")
     assert before in ("b1", "b2")
     held.logout()
+
+
+def test_add_and_remove_reach_all_proxies(mailring_proxy, dovecot_backend,
+                                          mail_root, redis_server, cli_bin,
+                                          sockdir):
+    """`mailring add IP:PORT` through p1: p2 learns it from the ring and
+    places new users there; `remove` closes its sessions everywhere and
+    drops it on every proxy; a backend of the config file cannot be
+    removed from the CLI."""
+    b1, b2 = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    p1, p2 = _proxies(mailring_proxy, redis_server, _backends([b1]), 2,
+                      cli_bin, sockdir)
+    name = "127.0.0.1:%d" % b2.imap_port
+    res = _cli(p1, "add", name, "1000")
+    assert res["added"] is True and res["weight"] == 1000
+    for p in (p1, p2):
+        wait_until(lambda p=p: name in [b["name"] for b in
+                                        _cli(p, "status")["backends"]],
+                   timeout=3, what="added backend on %s" % p.name)
+        p.wait_log("reconfiguring", timeout=3)
+    placed = [_login_backend(p2, "user%d" % i) for i in range(600, 620)]
+    assert placed.count(name) >= 15, placed
+    on_new = next(u for u, b in zip(range(600, 620), placed) if b == name)
+    raw = p2.raw()
+    raw.command("a", "LOGIN user%d pass" % on_new)
+    res = _cli(p1, "remove", name)
+    assert res["removed"] is True, res
+    assert raw.line(timeout=3).startswith(b"* BYE")
+    for p in (p1, p2):
+        wait_until(lambda p=p: name not in [b["name"] for b in
+                                            _cli(p, "status")["backends"]],
+                   timeout=3, what="backend gone on %s" % p.name)
+    assert _login_backend(p2, "user%d" % on_new) == "b1"
+    out = subprocess.run([cli_bin, "-s", p1.admin_sock, "remove", "b1"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 65 and "config file" in out.stderr, out
