@@ -109,9 +109,15 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/tests/bench/%,$(BENCH_SRCS))
 $(BUILD)/tests/bench/%: $(BUILD)/tests/bench/%.o $(ALL_LIBS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+# ---- test tools (small programs the integration tests drive) -------------
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRCS))
+$(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(ALL_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
 .SECONDARY:
-.PHONY: all deps test check unit integration asan fuzz fuzz-build run install clean help
-all: $(PROGRAMS) $(UNIT_BINS) $(BENCH_BINS)
+.PHONY: all deps test check unit integration soak asan fuzz fuzz-build run install clean help
+all: $(PROGRAMS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS)
 
 deps:
 	@sh deploy/deps.sh
@@ -119,9 +125,14 @@ deps:
 unit: $(UNIT_BINS)
 	@sh tests/run_unit.sh $(UNIT_BINS)
 
-integration: $(PROGRAMS) $(BENCH_BINS)
+integration: $(PROGRAMS) $(BENCH_BINS) $(TOOL_BINS)
 	cd tests/integration && MAILRING_BUILD=$(abspath $(BUILD)) \
 		$(PYTHON) -m pytest -q -p no:cacheprovider $(or $(PYTEST_ARGS),.)
+
+# the multi-proxy torture test alone, for longer (tests/integration/test_torture.py)
+soak: $(PROGRAMS)
+	cd tests/integration && MAILRING_BUILD=$(abspath $(BUILD)) MAILRING_TORTURE_SECS=300 \
+		$(PYTHON) -m pytest -q -p no:cacheprovider test_torture.py
 
 check: unit integration
 
