@@ -6,11 +6,15 @@
  * in the kernel's backlog. A client goes READING -> WRITING -> CLOSED; a
  * closed client is freed from a zero-delay timer, never inside its own
  * callback. The directing_* calls take the director's mutex and
- * proxy_kick, which must run on the main thread: they do.
+ * proxy_kick, which must run on the main thread: they do. With the redis
+ * store they answer later (DIRECTING_PENDING): the client waits
+ * (WAITING) and admin_late_answer() brings the answer back to this loop;
+ * one that comes after the client's timeout is dropped.
  */
 #include "admin.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +42,7 @@
 
 enum admin_client_state {
 	ADMIN_CLIENT_READING = 0, /* reading the request */
+	ADMIN_CLIENT_WAITING,     /* the director answers later (shared store) */
 	ADMIN_CLIENT_WRITING,     /* writing the answer, then close */
 	ADMIN_CLIENT_CLOSED,      /* waiting to be freed by the reaper */
 };
@@ -49,6 +54,9 @@ struct admin_client {
 	struct buf *out;          /* the whole answer */
 	size_t out_pos;
 	struct net_timer *timer;  /* ADMIN_TIMEOUT_MSECS for everything */
+	uint64_t token;           /* matches a late answer to its request */
+	bool head;                /* the request was HEAD */
+	char log_line[256];       /* "METHOD target" for the late answer's log */
 };
 
 static struct {
@@ -58,7 +66,14 @@ static struct {
 	struct net_timer *reaper;
 	struct admin_client *client;
 	char path[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
-} admin = { .fd = -1 };
+	uint64_t next_token;
+	/* late answers come from the director's store thread */
+	pthread_mutex_t late_lock;
+	bool accepting_late;
+} admin = { .fd = -1, .late_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* A route answered "later" (the shared store works on it). */
+#define ADMIN_PENDING 0
 
 /* ---- requests ------------------------------------------------------------ */
 
@@ -176,11 +191,31 @@ static bool valid_user(const char *s)
 	return valid_name(s, ADMIN_USER_MAX + 1);
 }
 
-/* directing_* answers: 0 = ok (200), -1 = their JSON error (404: the only
- * error they give is an unknown backend). */
-static unsigned int directing_status_code(int ret)
+/* The status of a directing_* error, from its JSON text. */
+static bool body_has(const struct buf *out, const char *text)
 {
-	return ret == 0 ? 200 : 404;
+	return memmem(out->data, out->len, text, strlen(text)) != NULL;
+}
+
+static unsigned int directing_error_status(const struct buf *out)
+{
+	if (body_has(out, "unknown backend"))
+		return 404;
+	if (body_has(out, "exists") || body_has(out, "under way") ||
+	    body_has(out, "config file"))
+		return 409;
+	if (body_has(out, "not an IP"))
+		return 400;
+	return 503; /* the ring store is unreachable, or the proxy stops */
+}
+
+/* directing_* answers: 0 = ok (200), -1 = their JSON error,
+ * DIRECTING_PENDING = the answer comes through admin_late_answer. */
+static unsigned int answer_status(int ret, const struct buf *out)
+{
+	if (ret == DIRECTING_PENDING)
+		return ADMIN_PENDING;
+	return ret == 0 ? 200 : directing_error_status(out);
 }
 
 static const char *body_str(const struct admin_request *req, const char *key)
@@ -194,7 +229,7 @@ static unsigned int route_status(struct admin_request *req, struct buf *out,
 {
 	(void)req;
 	(void)ct;
-	return directing_status_code(directing_status(out));
+	return answer_status(directing_status(out), out);
 }
 
 static unsigned int route_ring(struct admin_request *req, struct buf *out,
@@ -202,7 +237,7 @@ static unsigned int route_ring(struct admin_request *req, struct buf *out,
 {
 	(void)req;
 	(void)ct;
-	return directing_status_code(directing_ring_status(out));
+	return answer_status(directing_ring_status(out), out);
 }
 
 static unsigned int route_map(struct admin_request *req, struct buf *out,
@@ -212,7 +247,7 @@ static unsigned int route_map(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_user(user))
 		return answer_error(out, 400, "parameter user missing or invalid");
-	return directing_status_code(directing_map(user, out));
+	return answer_status(directing_map(user, out), out);
 }
 
 static unsigned int route_users(struct admin_request *req, struct buf *out,
@@ -222,7 +257,7 @@ static unsigned int route_users(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "parameter backend missing or invalid");
-	return directing_status_code(directing_users(backend, out));
+	return answer_status(directing_users(backend, out), out);
 }
 
 static unsigned int route_update(struct admin_request *req, struct buf *out,
@@ -237,8 +272,7 @@ static unsigned int route_update(struct admin_request *req, struct buf *out,
 	    weight > ADMIN_WEIGHT_MAX)
 		return answer_error(out, 400,
 				    "field weight missing or not 0..1000000");
-	return directing_status_code(
-		directing_set_weight(backend, (unsigned int)weight, out));
+	return answer_status(directing_set_weight(backend, (unsigned int)weight, out), out);
 }
 
 static unsigned int route_up_down(struct admin_request *req, struct buf *out,
@@ -247,7 +281,7 @@ static unsigned int route_up_down(struct admin_request *req, struct buf *out,
 	const char *backend = body_str(req, "backend");
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return directing_status_code(directing_set_up(backend, up, out));
+	return answer_status(directing_set_up(backend, up, out), out);
 }
 
 static unsigned int route_up(struct admin_request *req, struct buf *out,
@@ -271,7 +305,7 @@ static unsigned int route_drain(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return directing_status_code(directing_set_weight(backend, 0, out));
+	return answer_status(directing_set_weight(backend, 0, out), out);
 }
 
 static unsigned int route_flush(struct admin_request *req, struct buf *out,
@@ -281,7 +315,7 @@ static unsigned int route_flush(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return directing_status_code(directing_flush(backend, out));
+	return answer_status(directing_flush(backend, out), out);
 }
 
 static unsigned int route_move(struct admin_request *req, struct buf *out,
@@ -294,7 +328,7 @@ static unsigned int route_move(struct admin_request *req, struct buf *out,
 		return answer_error(out, 400, "field user missing or invalid");
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return directing_status_code(directing_move(user, backend, out));
+	return answer_status(directing_move(user, backend, out), out);
 }
 
 static unsigned int route_kick(struct admin_request *req, struct buf *out,
@@ -304,7 +338,7 @@ static unsigned int route_kick(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_user(user))
 		return answer_error(out, 400, "field user missing or invalid");
-	return directing_status_code(directing_kick(user, out));
+	return answer_status(directing_kick(user, out), out);
 }
 
 static unsigned int route_add(struct admin_request *req, struct buf *out,
@@ -318,8 +352,7 @@ static unsigned int route_add(struct admin_request *req, struct buf *out,
 	if (json_flat_get_u64(&req->body, "weight", &weight) == -1 ||
 	    weight > ADMIN_WEIGHT_MAX)
 		return answer_error(out, 400, "field weight not 0..1000000");
-	return directing_status_code(
-		directing_add(backend, (unsigned int)weight, out));
+	return answer_status(directing_add(backend, (unsigned int)weight, out), out);
 }
 
 static unsigned int route_remove(struct admin_request *req, struct buf *out,
@@ -329,7 +362,7 @@ static unsigned int route_remove(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return directing_status_code(directing_remove(backend, out));
+	return answer_status(directing_remove(backend, out), out);
 }
 
 /* Prometheus label value: \\, \" and \n escaped. */
@@ -580,7 +613,20 @@ static void admin_request_done(struct admin_client *c,
 	const char *allow = NULL;
 	char method[HTTP_METHOD_MAX_LEN + 1], target[128];
 
+	c->token = ++admin.next_token;
+	c->head = str_eq(msg->method, STR("HEAD"));
+	directing_set_admin_token(c->token);
 	unsigned int status = admin_dispatch(msg, body, &ct, &allow);
+	if (status == ADMIN_PENDING) {
+		/* the director answers through admin_late_answer() */
+		str_printf(c->log_line, sizeof(c->log_line), "%s %s",
+			   str_sanitize(msg->method, method, sizeof(method)),
+			   str_sanitize(msg->target, target, sizeof(target)));
+		c->state = ADMIN_CLIENT_WAITING;
+		conn_want(c->conn, false, false);
+		buf_free(&body);
+		return;
+	}
 	log_info("admin: %s %s status=%u bytes=%zu",
 		 str_sanitize(msg->method, method, sizeof(method)),
 		 str_sanitize(msg->target, target, sizeof(target)), status,
@@ -589,6 +635,55 @@ static void admin_request_done(struct admin_client *c,
 		buf_append_byte(body, '\n');
 	admin_answer(c, status, ct, allow, body, str_eq(msg->method, STR("HEAD")));
 	buf_free(&body);
+}
+
+struct late_answer {
+	uint64_t token;
+	int ret;
+	struct buf *body;
+};
+
+static void late_answer_deliver(evutil_socket_t fd, short what, void *context)
+{
+	struct late_answer *la = context;
+	struct admin_client *c = admin.client;
+	(void)fd;
+	(void)what;
+
+	if (c != NULL && c->state == ADMIN_CLIENT_WAITING && c->token == la->token) {
+		unsigned int status = la->ret == 0 ? 200 :
+				      directing_error_status(la->body);
+		log_info("admin: %s status=%u bytes=%zu", c->log_line, status,
+			 la->body->len);
+		if (la->body->len == 0 || la->body->data[la->body->len - 1] != '\n')
+			buf_append_byte(la->body, '\n');
+		admin_answer(c, status, "application/json", NULL, la->body, c->head);
+	}
+	/* else the client timed out or went away meanwhile */
+	buf_free(&la->body);
+	free(la);
+}
+
+/* The director's hook: called on any thread with the answer of a
+ * request that returned DIRECTING_PENDING. */
+static void admin_late_answer(uint64_t token, int ret, const struct buf *out)
+{
+	struct late_answer *la = xcalloc(1, sizeof(*la));
+	struct timeval now = { 0, 0 };
+
+	la->token = token;
+	la->ret = ret;
+	la->body = buf_new(out->len + 16, out->len + 64);
+	buf_append(la->body, out->data, out->len);
+	pthread_mutex_lock(&admin.late_lock);
+	bool queued = admin.accepting_late &&
+		      event_base_once(admin.base, -1, EV_TIMEOUT, late_answer_deliver,
+				      la, &now) == 0;
+	pthread_mutex_unlock(&admin.late_lock);
+	if (!queued) {
+		buf_free(&la->body);
+		free(la);
+	}
 }
 
 static void admin_read(struct admin_client *c)
@@ -754,6 +849,10 @@ int admin_start(struct event_base *main_base, const char *path, char *err,
 		xalloc_fail_abort();
 	admin.reaper = net_timer_new(main_base, admin_reap, NULL);
 	event_add(admin.accept_ev, NULL);
+	pthread_mutex_lock(&admin.late_lock);
+	admin.accepting_late = true;
+	pthread_mutex_unlock(&admin.late_lock);
+	directing_set_answer_hook(admin_late_answer);
 	log_info("admin API listening on %s", path);
 	return 0;
 }
@@ -762,6 +861,10 @@ void admin_stop(void)
 {
 	if (admin.fd == -1)
 		return;
+	directing_set_answer_hook(NULL);
+	pthread_mutex_lock(&admin.late_lock);
+	admin.accepting_late = false;
+	pthread_mutex_unlock(&admin.late_lock);
 	admin_client_free(&admin.client);
 	net_timer_free(&admin.reaper);
 	if (admin.accept_ev != NULL) {

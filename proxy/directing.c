@@ -585,6 +585,18 @@ int directing_kick(const char *user, struct buf *out)
 
 /* ---- backends added at run time (`mailring add`) -------------------------- */
 
+void directing_set_answer_hook(directing_answer_fn *fn)
+{
+	if (shared)
+		dredis_set_answer_hook(fn);
+}
+
+void directing_set_admin_token(uint64_t token)
+{
+	if (shared)
+		dredis_set_admin_token(token);
+}
+
 void directing_set_reconfigure(directing_reconfigure_fn *fn)
 {
 	reconfigure_hook = fn;
@@ -699,20 +711,18 @@ int directing_add(const char *host, unsigned int weight, struct buf *out)
 		return json_error(out, "not an IP address (IP or IP:PORT)");
 	if (directing_backend_info(host, &info))
 		return json_error(out, "backend exists");
-	if (shared) {
-		int ret = dredis_add(host, weight, out);
-		if (ret < 0)
-			return ret;
-	}
 	if (directing_add_local(host, weight) < 0)
 		return json_error(out, "backend exists");
 	log_notice("director: backend %s added (weight %u)", host, weight);
 	directing_request_reconfigure("backend added");
-	if (!shared) {
-		buf_append_cstr(out, "{\"backend\":");
-		json_cstr(out, host);
-		buf_printf(out, ",\"weight\":%u,\"added\":true}", weight);
+	if (shared) {
+		/* into the ring for the other proxies (and for us after a
+		 * restart); without the ring now, the next connect seeds it */
+		return dredis_add(host, weight, out);
 	}
+	buf_append_cstr(out, "{\"backend\":");
+	json_cstr(out, host);
+	buf_printf(out, ",\"weight\":%u,\"added\":true}", weight);
 	return 0;
 }
 
@@ -726,20 +736,18 @@ int directing_remove(const char *name, struct buf *out)
 		return json_error(out, "the backend is in the config file: remove it "
 				  "there and reload");
 	if (shared) {
-		int ret = dredis_remove(name, out);
-		if (ret < 0)
-			return ret;
+		/* a kick round on every proxy, then the ring drops it and
+		 * every proxy (this one too) follows the `backends` event */
+		return dredis_remove(name, out);
 	}
 	/* I4: its sessions go before the backend does */
 	unsigned int kicked = proxy_kick(NULL, name, "Backend was removed.", true);
 	directing_remove_local(name);
 	log_notice("director: backend %s removed (%u sessions closed)", name, kicked);
 	directing_request_reconfigure("backend removed");
-	if (!shared) {
-		buf_append_cstr(out, "{\"backend\":");
-		json_cstr(out, name);
-		buf_printf(out, ",\"removed\":true,\"kicked\":%u}", kicked);
-	}
+	buf_append_cstr(out, "{\"backend\":");
+	json_cstr(out, name);
+	buf_printf(out, ",\"removed\":true,\"kicked\":%u}", kicked);
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "ring/director.h"
@@ -88,6 +89,15 @@ void directing_session_end(const char *user_key);
 bool directing_unmap_idle(const char *user_key, const char *backend);
 
 /* ---- admin operations: JSON into out; 0 ok, -1 error (JSON error) ------ */
+
+/* With the shared store an admin operation may answer later: it returns
+ * DIRECTING_PENDING and the answer (ret, JSON) goes to the hook, from any
+ * thread, with the token set before the call. Without a hook the call
+ * waits for the answer. */
+#define DIRECTING_PENDING 1
+typedef void directing_answer_fn(uint64_t token, int ret, const struct buf *out);
+void directing_set_answer_hook(directing_answer_fn *fn);
+void directing_set_admin_token(uint64_t token);
 
 int directing_status(struct buf *out);
 /* The ring itself: store kind, state file and its last save, proxies

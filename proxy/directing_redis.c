@@ -351,6 +351,8 @@ enum admin_op {
 
 struct admin_job {
 	enum admin_op op;
+	bool async;            /* answered through the hook */
+	uint64_t token;
 	char user[USER_MAX];
 	char backend[DIRECTOR_NAME_MAX];
 	unsigned int weight;
@@ -432,6 +434,8 @@ static struct {
 
 	atomic_bool degraded;
 	atomic_bool authoritative;
+	_Atomic(directing_answer_fn *) answer_hook;
+	uint64_t admin_token;        /* main thread */
 	char master[300];            /* under qlock */
 	char last_error[256];        /* under qlock */
 	atomic_ullong lookups, lookup_failures, store_latency_usecs_sum, store_calls;
@@ -1457,6 +1461,14 @@ static void admin_job_unref(struct admin_job *job)
 
 static void admin_job_finish(struct admin_job *job, int ret)
 {
+	if (job->async) {
+		directing_answer_fn *hook = atomic_load(&dr.answer_hook);
+		if (hook != NULL)
+			hook(job->token, ret, job->out);
+		buf_free(&job->out);
+		free(job);
+		return;
+	}
 	pthread_mutex_lock(&dr.qlock);
 	job->ret = ret;
 	job->done = true;
@@ -1799,6 +1811,12 @@ static int admin_call(enum admin_op op, const char *user, const char *backend,
 	job->refs = 2;
 	j->kind = JOB_ADMIN;
 	j->admin = job;
+	if (atomic_load(&dr.answer_hook) != NULL) {
+		job->async = true;
+		job->token = dr.admin_token;
+		post(j);
+		return DIRECTING_PENDING;
+	}
 	post(j);
 
 	uint64_t wait = dr.move_timeout_msecs + dr.redis_timeout_msecs * 4 + 1000;
@@ -1937,6 +1955,16 @@ void dredis_health_vote(const char *backend, bool failing)
 	str_copy(str_cstr(backend), j->backend, sizeof(j->backend));
 	j->failing = failing;
 	post(j);
+}
+
+void dredis_set_answer_hook(directing_answer_fn *fn)
+{
+	atomic_store(&dr.answer_hook, fn);
+}
+
+void dredis_set_admin_token(uint64_t token)
+{
+	dr.admin_token = token;
 }
 
 bool dredis_degraded(void)

@@ -64,8 +64,12 @@ void dredis_metrics(struct dredis_metrics *m);
 /* Connected and reconciled: logins must find their mapping in the cache. */
 bool dredis_authoritative(void);
 
-/* Admin operations (JSON into out, 0 ok, -1 error); they wait for the
- * store thread, bounded by director_move_timeout plus redis_timeout. */
+/* Admin operations (JSON into out, 0 ok, -1 error). With an answer hook
+ * they return DIRECTING_PENDING and the hook gets the answer (store
+ * thread); without one they wait for the store thread, bounded by
+ * director_move_timeout plus redis_timeout. */
+void dredis_set_answer_hook(directing_answer_fn *fn);
+void dredis_set_admin_token(uint64_t token);
 int dredis_status(struct buf *out);
 int dredis_ring_status(struct buf *out);
 int dredis_map(const char *user, struct buf *out);
