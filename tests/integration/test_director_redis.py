@@ -372,3 +372,60 @@ def test_add_and_remove_reach_all_proxies(mailring_proxy, dovecot_backend,
     out = subprocess.run([cli_bin, "-s", p1.admin_sock, "remove", "b1"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 65 and "config file" in out.stderr, out
+
+
+def test_kill9_backend_with_two_proxies(mailring_proxy, dovecot_backend,
+                                        mail_root, redis_server, cli_bin,
+                                        sockdir):
+    """kill -9 of a backend with two proxies voting: its open sessions are
+    closed, both proxies see it down within the fall time (2 of 2 votes),
+    its users are placed anew, and logins of users on the other backend
+    never fail meanwhile."""
+    import time
+    b1, b2 = [dovecot_backend(mail_root=mail_root) for _ in range(2)]
+    health = {"health_interval": "300ms", "health_timeout": "500ms",
+              "health_fall": "2", "health_rise": "2"}
+    p1, p2 = _proxies(mailring_proxy, redis_server, _backends([b1, b2]), 2,
+                      cli_bin, sockdir, **health)
+    users = ["user%d" % i for i in range(800, 840)]
+    where = {u: _login_backend(p1, u) for u in users}
+    on_b1 = [u for u in users if where[u] == "b1"]
+    on_b2 = [u for u in users if where[u] == "b2"]
+    assert on_b1 and on_b2
+    held = p2.raw()
+    held.command("a", "LOGIN %s pass" % on_b2[0])
+    failures = []
+    stop = threading.Event()
+
+    def b1_logins():
+        i = 0
+        while not stop.is_set():
+            u = on_b1[i % len(on_b1)]
+            i += 1
+            try:
+                if _login_backend(p2, u) != "b1":
+                    failures.append((u, "moved"))
+            except Exception as e:   # any failed login is a failure
+                failures.append((u, repr(e)))
+
+    t = threading.Thread(target=b1_logins)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        b2.kill()
+        assert held.closed(timeout=3)
+        for p in (p1, p2):
+            wait_until(lambda p=p: {b["name"]: b["state"] for b in
+                                    _cli(p, "status")["backends"]}["b2"] ==
+                       "down", timeout=5, what="b2 down on %s" % p.name)
+        # 2 checks 300 ms apart, each failing within 500 ms, plus a vote
+        assert time.monotonic() - t0 < 3.5
+        # the quorum took it down: both votes counted
+        assert any(p.log_lines("2 of 2 live proxies see it failing")
+                   for p in (p1, p2))
+        for u in on_b2:
+            assert _login_backend(p1, u) == "b1"
+    finally:
+        stop.set()
+        t.join()
+    assert not failures, failures[:5]
