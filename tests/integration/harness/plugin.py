@@ -282,3 +282,73 @@ def mailring_proxy(procs, ports, mailring_bin):
     if problems:
         pytest.fail("mailring-proxy teardown check:\n" + "\n".join(problems),
                     pytrace=False)
+
+
+# ---- multi-proxy ring: TCP forwarders and clusters (appended) ---------
+
+from .cluster import MailringCluster  # noqa: E402
+from .forwarder import TcpForwarder  # noqa: E402
+
+__all__ += ["tcp_forwarder", "cluster_sockroot", "mailring_cluster"]
+
+
+@pytest.fixture
+def tcp_forwarder(ports):
+    """Factory: tcp_forwarder(target_port, target_host="127.0.0.1",
+    name=None, port=None) -> started TcpForwarder listening on a free
+    loopback port (.host, .port); .cut(mode="refuse"|"blackhole",
+    existing="close"|"hang"), .restore(), .close().  All are closed at
+    teardown.  See harness/forwarder.py."""
+    made = []
+
+    def make(target_port, target_host="127.0.0.1", name=None, port=None):
+        f = TcpForwarder(target_port, target_host=target_host,
+                         port=port or ports.get(), name=name)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+@pytest.fixture
+def cluster_sockroot():
+    """A short directory for the clusters' admin sockets (sun_path is
+    108 bytes); set up before and so removed after mailring_proxy."""
+    d = tempfile.mkdtemp(prefix="mrc-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def mailring_cluster(cluster_sockroot, procs, mailring_proxy,
+                     dovecot_backend, redis_factory, mail_root,
+                     tcp_forwarder, mailring_bin):
+    """Factory: mailring_cluster(proxies=3, backends=3, store="redis",
+    redis=None, sentinels=0, forwarders=False, users=1000,
+    settings=None, proxy_settings=None, health=None, ring=None,
+    spare_backends=0, backend_extra_conf="", passwd_lines=None,
+    listeners=None, prefix=None, start=True) -> MailringCluster:
+    N proxies (mailring_proxy, so the teardown checks apply) sharing one
+    redis-server, M Dovecot backends sharing one mail root.  See
+    harness/cluster.py."""
+    cli_binary = mailring_bin("mailring")
+    made = []
+
+    def make(**kw):
+        kw.setdefault("sockdir", os.path.join(cluster_sockroot,
+                                              "c%d" % len(made)))
+        c = MailringCluster(make_proxy=mailring_proxy,
+                            make_backend=dovecot_backend,
+                            make_redis=redis_factory,
+                            make_forwarder=tcp_forwarder,
+                            mail_root=mail_root, cli_binary=cli_binary,
+                            procs=procs, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.begin_stop()   # all proxies at once; mailring_proxy waits
