@@ -39,6 +39,7 @@
 #define ADMIN_ANSWER_MAX (64u * 1024 * 1024)
 #define ADMIN_WEIGHT_MAX 1000000
 #define ADMIN_USER_MAX 255
+#define ADMIN_TOKEN_MIN 16
 
 enum admin_client_state {
 	ADMIN_CLIENT_READING = 0, /* reading the request */
@@ -55,6 +56,7 @@ struct admin_client {
 	size_t out_pos;
 	struct net_timer *timer;  /* ADMIN_TIMEOUT_MSECS for everything */
 	uint64_t token;           /* matches a late answer to its request */
+	bool tcp;                 /* came over admin_listen: token required */
 	bool head;                /* the request was HEAD */
 	char log_line[256];       /* "METHOD target" for the late answer's log */
 };
@@ -67,10 +69,15 @@ static struct {
 	struct admin_client *client;
 	char path[sizeof(((struct sockaddr_un *)NULL)->sun_path)];
 	uint64_t next_token;
+	/* admin_listen: TCP, every request needs the bearer token */
+	int tcp_fd;
+	struct event *tcp_accept_ev;
+	char tcp_addr[NET_ADDR_STR_MAX];
+	char *bearer;
 	/* late answers come from the director's store thread */
 	pthread_mutex_t late_lock;
 	bool accepting_late;
-} admin = { .fd = -1, .late_lock = PTHREAD_MUTEX_INITIALIZER };
+} admin = { .fd = -1, .tcp_fd = -1, .late_lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* A route answered "later" (the shared store works on it). */
 #define ADMIN_PENDING 0
@@ -315,7 +322,7 @@ static unsigned int route_flush(struct admin_request *req, struct buf *out,
 	(void)ct;
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return answer_status(directing_flush(backend, out), out);
+	return answer_status(directing_flush(backend, admin.base, out), out);
 }
 
 static unsigned int route_move(struct admin_request *req, struct buf *out,
@@ -573,6 +580,8 @@ static void admin_reap(void *context)
 		admin_client_free(&admin.client);
 		if (admin.accept_ev != NULL)
 			event_add(admin.accept_ev, NULL);
+		if (admin.tcp_accept_ev != NULL)
+			event_add(admin.tcp_accept_ev, NULL);
 	}
 }
 
@@ -605,6 +614,25 @@ static void admin_answer(struct admin_client *c, unsigned int status,
 	conn_want(c->conn, false, true);
 }
 
+/* "Authorization: Bearer TOKEN", compared in constant time. */
+static bool bearer_ok(const struct http_message *msg)
+{
+	size_t want = strlen(admin.bearer);
+	for (size_t i = 0; i < msg->header_count; i++) {
+		const struct http_header *h = &msg->headers[i];
+		if (!str_eq_nocase(h->name, STR("Authorization")))
+			continue;
+		struct str v = h->value;
+		if (v.len != 7 + want || !str_has_prefix_nocase(v, STR("Bearer ")))
+			return false;
+		unsigned char diff = 0;
+		for (size_t k = 0; k < want; k++)
+			diff |= (unsigned char)(v.p[7 + k] ^ admin.bearer[k]);
+		return diff == 0;
+	}
+	return false;
+}
+
 static void admin_request_done(struct admin_client *c,
 			       const struct http_message *msg)
 {
@@ -613,6 +641,16 @@ static void admin_request_done(struct admin_client *c,
 	const char *allow = NULL;
 	char method[HTTP_METHOD_MAX_LEN + 1], target[128];
 
+	if (c->tcp && !bearer_ok(msg)) {
+		log_warnx("admin: %s %s over TCP without the right bearer token: "
+			  "refused", str_sanitize(msg->method, method, sizeof(method)),
+			  str_sanitize(msg->target, target, sizeof(target)));
+		answer_error(body, 401, "missing or wrong bearer token");
+		buf_append_byte(body, '\n');
+		admin_answer(c, 401, "application/json", NULL, body, false);
+		buf_free(&body);
+		return;
+	}
 	c->token = ++admin.next_token;
 	c->head = str_eq(msg->method, STR("HEAD"));
 	directing_set_admin_token(c->token);
@@ -761,8 +799,8 @@ static void admin_client_event(struct conn *conn, enum conn_event ev,
 
 static void admin_accept(evutil_socket_t fd, short what, void *context)
 {
+	bool tcp = context != NULL;
 	(void)what;
-	(void)context;
 
 	if (admin.client != NULL)
 		return;
@@ -784,13 +822,70 @@ static void admin_accept(evutil_socket_t fd, short what, void *context)
 	c->conn = conn_new(admin.base, cfd, admin_client_event, c);
 	c->timer = net_timer_new(admin.base, admin_client_timeout, c);
 	net_timer_start(c->timer, ADMIN_TIMEOUT_MSECS, false);
+	c->tcp = tcp;
 	admin.client = c;
 	/* one client at a time: the others wait in the backlog */
-	event_del(admin.accept_ev);
+	if (admin.accept_ev != NULL)
+		event_del(admin.accept_ev);
+	if (admin.tcp_accept_ev != NULL)
+		event_del(admin.tcp_accept_ev);
 	conn_want(c->conn, true, false);
 }
 
 /* ---- start and stop ------------------------------------------------------- */
+
+static void admin_start_common(struct event_base *main_base)
+{
+	admin.base = main_base;
+	admin.reaper = net_timer_new(main_base, admin_reap, NULL);
+	pthread_mutex_lock(&admin.late_lock);
+	admin.accepting_late = true;
+	pthread_mutex_unlock(&admin.late_lock);
+	directing_set_answer_hook(admin_late_answer);
+}
+
+/* admin_listen (TCP) with admin_token: for tools on other hosts. */
+static int admin_start_tcp(struct event_base *main_base, char *err,
+			   size_t errsize)
+{
+	struct proxy_config *cfg = proxy_config_ref();
+	const char *listen_on = cfg->set.admin_listen;
+	const char *token = cfg->set.admin_token;
+	struct net_addr addr;
+	const char *error;
+	int ret = -1;
+
+	if (listen_on == NULL || listen_on[0] == '\0') {
+		ret = 0;
+		goto out;
+	}
+	if (token == NULL || strlen(token) < ADMIN_TOKEN_MIN) {
+		str_printf(err, errsize, "admin_listen needs admin_token (at least "
+			   "%d characters)", ADMIN_TOKEN_MIN);
+		goto out;
+	}
+	if (net_addr_parse(listen_on, 0, &addr, &error) < 0) {
+		str_printf(err, errsize, "admin_listen %s: %s", listen_on, error);
+		goto out;
+	}
+	admin.tcp_fd = net_listen(&addr, 16, 0, err, errsize);
+	if (admin.tcp_fd < 0)
+		goto out;
+	struct net_addr bound;
+	if (net_get_local_addr(admin.tcp_fd, &bound) == 0)
+		net_addr_str(&bound, admin.tcp_addr, sizeof(admin.tcp_addr));
+	admin.bearer = xstrdup(token);
+	admin.tcp_accept_ev = event_new(main_base, admin.tcp_fd, EV_READ | EV_PERSIST,
+					admin_accept, (void *)&admin.tcp_fd);
+	if (admin.tcp_accept_ev == NULL)
+		xalloc_fail_abort();
+	event_add(admin.tcp_accept_ev, NULL);
+	log_info("admin API listening on %s (TCP, bearer token)", admin.tcp_addr);
+	ret = 0;
+out:
+	proxy_config_unref(&cfg);
+	return ret;
+}
 
 int admin_start(struct event_base *main_base, const char *path, char *err,
 		size_t errsize)
@@ -798,8 +893,13 @@ int admin_start(struct event_base *main_base, const char *path, char *err,
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
 
-	if (path == NULL || path[0] == '\0')
+	if (admin_start_tcp(main_base, err, errsize) < 0)
+		return -1;
+	if (path == NULL || path[0] == '\0') {
+		if (admin.tcp_fd != -1)
+			admin_start_common(main_base);
 		return 0;
+	}
 	if (admin.fd != -1) {
 		str_printf(err, errsize, "admin: already started");
 		return -1;
@@ -847,18 +947,29 @@ int admin_start(struct event_base *main_base, const char *path, char *err,
 				    admin_accept, NULL);
 	if (admin.accept_ev == NULL)
 		xalloc_fail_abort();
-	admin.reaper = net_timer_new(main_base, admin_reap, NULL);
 	event_add(admin.accept_ev, NULL);
-	pthread_mutex_lock(&admin.late_lock);
-	admin.accepting_late = true;
-	pthread_mutex_unlock(&admin.late_lock);
-	directing_set_answer_hook(admin_late_answer);
+	admin_start_common(main_base);
 	log_info("admin API listening on %s", path);
 	return 0;
 }
 
 void admin_stop(void)
 {
+	if (admin.tcp_fd != -1) {
+		event_free(admin.tcp_accept_ev);
+		admin.tcp_accept_ev = NULL;
+		close(admin.tcp_fd);
+		admin.tcp_fd = -1;
+		xfree(&admin.bearer);
+		if (admin.fd == -1) {
+			directing_set_answer_hook(NULL);
+			pthread_mutex_lock(&admin.late_lock);
+			admin.accepting_late = false;
+			pthread_mutex_unlock(&admin.late_lock);
+			admin_client_free(&admin.client);
+			net_timer_free(&admin.reaper);
+		}
+	}
 	if (admin.fd == -1)
 		return;
 	directing_set_answer_hook(NULL);

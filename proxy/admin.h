@@ -18,6 +18,10 @@
  *   POST /kick   {"user":"U"}
  *   GET  /metrics                Prometheus text format
  *
+ * With admin_listen = HOST:PORT the same API is served over TCP too, and
+ * every request there needs "Authorization: Bearer <admin_token>" (401
+ * otherwise, logged); the unix socket relies on its file mode instead.
+ *
  * Answers are application/json ({"error":"..."} with 400, 404, 405, 411,
  * 413, 414, 431 or 500), one request per connection (Connection: close).
  * One client is served at a time; others wait in the listen backlog. A

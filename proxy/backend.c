@@ -134,6 +134,16 @@ static void backend_connect_next(struct backend_login *bl)
 		bl->backend = be;
 		str_copy(str_cstr(be->set->name), bl->backend_name,
 			 sizeof(bl->backend_name));
+		if (be->unresolved) {
+			/* a DNS name without an answer yet (discovery.c) */
+			struct log_ctx ctx;
+			backend_log_ctx(bl, &ctx);
+			log_ctx_warnx(&ctx, "proxy: backend %s: its host name is not "
+				      "resolved yet%s", be->set->name,
+				      bl->candidate_idx < bl->candidate_count ?
+				      "; trying the next backend" : "");
+			continue;
+		}
 		bl->addr = be->addr;
 		net_addr_set_port(&bl->addr, backend_port(c, be->set));
 		if (bl->pinned && c->pinned_port != 0)
@@ -218,6 +228,10 @@ static void backend_lookup_done(enum directing_lookup_result result, void *ctx)
 	bl->lookup = NULL;
 	switch (result) {
 	case DIRECTING_LOOKUP_OK:
+		bl->ring_routed = true;
+		backend_route(bl);
+		return;
+	case DIRECTING_LOOKUP_DEGRADED:
 		backend_route(bl);
 		return;
 	case DIRECTING_LOOKUP_NONE:
@@ -254,7 +268,8 @@ void backend_login_start(struct client *c)
 					      &error) == 0;
 		for (size_t i = 0; i < cfg->backend_count; i++) {
 			if (strcmp(cfg->backends[i].set->name, c->pinned_host) == 0 ||
-			    (want_ok && net_addr_ip_eq(&cfg->backends[i].addr, &want))) {
+			    (want_ok && !cfg->backends[i].unresolved &&
+			     net_addr_ip_eq(&cfg->backends[i].addr, &want))) {
 				bl->candidate[0] = (uint32_t)i;
 				bl->candidate_count = 1;
 				break;

@@ -701,7 +701,8 @@ void client_backend_ready(struct client *c, struct backend_login *bl)
 	struct buf *to_backend;
 
 	if (!bl->pinned) {
-		if (!directing_session_begin(c->director_key, bl->backend->set->name)) {
+		if (!directing_session_begin(c->director_key, bl->backend->set->name,
+					     bl->ring_routed)) {
 			/* I1: meanwhile another session mapped the user to
 			 * another backend; this one must not stay here. The
 			 * client's retry goes to the mapping. */
@@ -789,11 +790,30 @@ void client_relay_finished(struct client *c, const char *reason,
 
 struct kick_request {
 	const char *user;
+	const char *const *keys; /* sorted director keys, or NULL */
+	size_t key_count;
 	const char *backend;
 	const char *reason;
 	bool spread;
 	atomic_uint count;
 };
+
+static int cmp_cstr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool kick_user_matches(const struct kick_request *k,
+			      const struct client *c)
+{
+	if (k->keys != NULL)
+		return c->director_key != NULL &&
+		       bsearch(&c->director_key, k->keys, k->key_count,
+			       sizeof(*k->keys), cmp_cstr) != NULL;
+	if (k->user != NULL)
+		return c->user != NULL && strcmp(c->user, k->user) == 0;
+	return true;
+}
 
 static void kick_on_worker(struct net_worker *nw, void *context)
 {
@@ -806,8 +826,7 @@ static void kick_on_worker(struct net_worker *nw, void *context)
 		if (c->state == CLIENT_STATE_BACKEND && c->bl != NULL &&
 		    c->bl->backend != NULL && k->backend != NULL &&
 		    strcmp(c->bl->backend->set->name, k->backend) == 0 &&
-		    (k->user == NULL || (c->user != NULL &&
-					 strcmp(c->user, k->user) == 0))) {
+		    kick_user_matches(k, c)) {
 			/* mid-login: answer it now rather than let it land */
 			atomic_fetch_add(&k->count, 1);
 			backend_login_fail(c->bl, "UNAVAILABLE",
@@ -817,7 +836,7 @@ static void kick_on_worker(struct net_worker *nw, void *context)
 		}
 		if (c->state != CLIENT_STATE_RELAY || c->kick_pending)
 			continue;
-		if (k->user != NULL && (c->user == NULL || strcmp(c->user, k->user) != 0))
+		if (!kick_user_matches(k, c))
 			continue;
 		if (k->backend != NULL && (c->backend == NULL ||
 					   strcmp(c->backend->set->name, k->backend) != 0))
@@ -844,6 +863,19 @@ unsigned int proxy_kick(const char *user, const char *backend,
 	struct kick_request k = { .user = user, .backend = backend,
 				  .reason = reason, .spread = spread };
 	net_workers_run_all_wait(proxy.workers, kick_on_worker, &k);
+	return atomic_load(&k.count);
+}
+
+unsigned int proxy_kick_keys(const char *const *keys, size_t count,
+			     const char *backend, const char *reason)
+{
+	const char **sorted = xcalloc(count + 1, sizeof(*sorted));
+	memcpy(sorted, keys, count * sizeof(*keys));
+	qsort(sorted, count, sizeof(*sorted), cmp_cstr);
+	struct kick_request k = { .keys = sorted, .key_count = count,
+				  .backend = backend, .reason = reason };
+	net_workers_run_all_wait(proxy.workers, kick_on_worker, &k);
+	free(sorted);
 	return atomic_load(&k.count);
 }
 

@@ -22,6 +22,7 @@ static struct director *dir;
 static char *state_path;
 static bool shared;          /* director_store = redis */
 static directing_reconfigure_fn *reconfigure_hook;
+static void flush_jobs_free_all(void);
 static bool dirty;
 static bool last_save_failed;
 static char last_save_error[512];
@@ -127,6 +128,8 @@ void directing_start(void)
 
 void directing_stop(void)
 {
+	/* paced flushes run on the main loop, which is about to go */
+	flush_jobs_free_all();
 	if (shared)
 		dredis_stop();
 }
@@ -157,6 +160,7 @@ void directing_store_metrics(unsigned long long *lookups_r,
 
 void directing_deinit(void)
 {
+
 	if (shared) {
 		dredis_deinit();
 		shared = false;
@@ -256,10 +260,11 @@ void directing_health_vote(const char *backend, bool failing)
 		dredis_health_vote(backend, failing);
 }
 
-bool directing_session_begin(const char *user_key, const char *backend)
+bool directing_session_begin(const char *user_key, const char *backend,
+			     bool ring_routed)
 {
 	pthread_mutex_lock(&lock);
-	if (shared && dredis_authoritative()) {
+	if (shared && ring_routed) {
 		/* the ring's answer is in the cache; a kick or move since
 		 * then removed it: this session must not start (I1) */
 		char mapped_to[DIRECTOR_NAME_MAX];
@@ -517,28 +522,159 @@ int directing_set_up(const char *backend, bool up, struct buf *out)
 	return 0;
 }
 
-int directing_flush(const char *backend, struct buf *out)
+/* A paced flush (embedded store): the backend's users are unmapped
+ * director_flush_batch at a time, each batch's sessions closed first
+ * (I4), director_flush_interval apart, so the users come back in waves
+ * and not all at once. Users not yet reached keep their mapping and
+ * sessions (I1 holds throughout). */
+struct flush_job {
+	struct flush_job *next;
+	char backend[DIRECTOR_NAME_MAX];
+	char **users;
+	size_t count;
+	size_t done;
+	size_t batch;
+	unsigned int interval_msecs;
+	unsigned int kicked;
+	unsigned int unmapped;
+	struct net_timer *timer;
+};
+static struct flush_job *flush_jobs;
+
+struct collect_users {
+	char **users;
+	size_t count;
+	size_t alloc;
+};
+
+static void collect_user(const char *user, unsigned int sessions, void *ctx)
+{
+	struct collect_users *cu = ctx;
+	(void)sessions;
+	if (cu->count == cu->alloc) {
+		cu->alloc = cu->alloc == 0 ? 64 : cu->alloc * 2;
+		cu->users = xreallocarray(cu->users, cu->alloc, sizeof(*cu->users));
+	}
+	cu->users[cu->count++] = xstrdup(user);
+}
+
+static void flush_job_free(struct flush_job *job)
+{
+	struct flush_job **pp = &flush_jobs;
+	while (*pp != NULL && *pp != job)
+		pp = &(*pp)->next;
+	if (*pp == job)
+		*pp = job->next;
+	for (size_t i = 0; i < job->count; i++)
+		free(job->users[i]);
+	free(job->users);
+	net_timer_free(&job->timer);
+	free(job);
+}
+
+static void flush_jobs_free_all(void)
+{
+	while (flush_jobs != NULL)
+		flush_job_free(flush_jobs);
+}
+
+/* One batch: close its sessions, then drop those of its mappings that
+ * still point at the backend. Returns true when the flush is over. */
+static bool flush_batch(struct flush_job *job)
+{
+	size_t n = job->count - job->done;
+	if (n > job->batch)
+		n = job->batch;
+	const char *const *keys = (const char *const *)(job->users + job->done);
+	job->kicked += proxy_kick_keys(keys, n, job->backend, "Backend was flushed.");
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < n; i++) {
+		char mapped[DIRECTOR_NAME_MAX];
+		unsigned int sessions;
+		if (director_user_lookup(dir, str_cstr(keys[i]), now_msecs(), mapped,
+					 &sessions) &&
+		    strcmp(mapped, job->backend) == 0) {
+			director_forget(dir, str_cstr(keys[i]));
+			job->unmapped++;
+		}
+	}
+	dirty = true;
+	pthread_mutex_unlock(&lock);
+	job->done += n;
+	return job->done >= job->count;
+}
+
+static void flush_tick(void *context)
+{
+	struct flush_job *job = context;
+	if (!flush_batch(job)) {
+		net_timer_start(job->timer, job->interval_msecs, false);
+		return;
+	}
+	log_notice("director: backend %s flushed: %u users unmapped, %u sessions "
+		   "closed (%zu batches)", job->backend, job->unmapped, job->kicked,
+		   (job->count + job->batch - 1) / job->batch);
+	flush_job_free(job);
+}
+
+int directing_flush(const char *backend, struct event_base *base,
+		    struct buf *out)
 {
 	if (shared)
 		return dredis_flush(backend, out);
 	struct director_backend_info info;
+	struct collect_users cu = { 0 };
+	struct proxy_config *cfg = proxy_config_ref();
+	size_t batch = (size_t)cfg->set.director_flush_batch;
+	unsigned int interval = (unsigned int)cfg->set.director_flush_interval_msecs;
+	proxy_config_unref(&cfg);
 
+	for (struct flush_job *j = flush_jobs; j != NULL; j = j->next) {
+		if (strcmp(j->backend, backend) == 0)
+			return json_error(out, "a flush of this backend is already under way");
+	}
 	pthread_mutex_lock(&lock);
 	bool known = director_backend_find(dir, backend, &info);
+	if (known)
+		director_users(dir, backend, now_msecs(), collect_user, &cu);
 	pthread_mutex_unlock(&lock);
 	if (!known)
 		return json_error(out, "unknown backend");
-	/* kick first, then drop the mappings (I4) */
-	unsigned int kicked = proxy_kick(NULL, backend, "Backend was flushed.", true);
-	pthread_mutex_lock(&lock);
-	unsigned int dropped = director_flush(dir, backend);
-	dirty = true;
-	pthread_mutex_unlock(&lock);
-	log_notice("director: backend %s flushed: %u users unmapped, %u sessions closed",
-		   backend, dropped, kicked);
+
+	struct flush_job *job = xcalloc(1, sizeof(*job));
+	str_copy(str_cstr(backend), job->backend, sizeof(job->backend));
+	job->users = cu.users;
+	job->count = cu.count;
+	job->batch = batch == 0 || base == NULL ? SIZE_MAX : batch;
+	job->interval_msecs = interval;
+	if (job->count == 0 || flush_batch(job)) {
+		/* at most one batch: done now */
+		unsigned int dropped = job->unmapped;
+		unsigned int kicked = job->kicked;
+		/* sessions of users whose mappings were made meanwhile */
+		kicked += proxy_kick(NULL, backend, "Backend was flushed.", true);
+		pthread_mutex_lock(&lock);
+		dropped += director_flush(dir, backend);
+		pthread_mutex_unlock(&lock);
+		log_notice("director: backend %s flushed: %u users unmapped, %u "
+			   "sessions closed", backend, dropped, kicked);
+		buf_append_cstr(out, "{\"backend\":");
+		json_cstr(out, backend);
+		buf_printf(out, ",\"unmapped\":%u,\"kicked\":%u}", dropped, kicked);
+		flush_job_free(job);
+		return 0;
+	}
+	job->next = flush_jobs;
+	flush_jobs = job;
+	job->timer = net_timer_new(base, flush_tick, job);
+	net_timer_start(job->timer, job->interval_msecs, false);
+	log_notice("director: backend %s: flushing %zu users, %zu at a time",
+		   backend, job->count, job->batch);
 	buf_append_cstr(out, "{\"backend\":");
 	json_cstr(out, backend);
-	buf_printf(out, ",\"unmapped\":%u,\"kicked\":%u}", dropped, kicked);
+	buf_printf(out, ",\"users\":%zu,\"batch\":%zu,\"paced\":true,"
+		   "\"unmapped\":%u,\"kicked\":%u}", job->count, job->batch,
+		   job->unmapped, job->kicked);
 	return 0;
 }
 

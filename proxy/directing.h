@@ -55,7 +55,8 @@ void directing_tick(void);
  * on base's thread: OK (route now), NONE (no backend can take the user),
  * BUSY (the user is being moved and the wait timed out). */
 enum directing_lookup_result {
-	DIRECTING_LOOKUP_OK = 0,
+	DIRECTING_LOOKUP_OK = 0,        /* the ring answered: route now */
+	DIRECTING_LOOKUP_DEGRADED,      /* the ring failed: route from the cache */
 	DIRECTING_LOOKUP_NONE,
 	DIRECTING_LOOKUP_BUSY,
 };
@@ -80,8 +81,11 @@ size_t directing_route(const char *user_key, const char *tag,
 		       bool *mapped_r);
 /* A session of user_key is now open on backend; returns false when
  * another session mapped the user elsewhere meanwhile (I1: the caller
- * must drop this one). */
-bool directing_session_begin(const char *user_key, const char *backend);
+ * must drop this one). ring_routed: the backend came from the shared
+ * store's answer (DIRECTING_LOOKUP_OK), which a kick since then voids;
+ * a login routed while degraded is checked by the ring afterwards. */
+bool directing_session_begin(const char *user_key, const char *backend,
+			     bool ring_routed);
 void directing_session_end(const char *user_key);
 /* The user's mapped backend refused connections: drop the mapping if the
  * user has no open session (then I1 allows placing it anew). Returns true
@@ -115,7 +119,10 @@ int directing_users(const char *backend, struct buf *out);
 int directing_set_weight(const char *backend, unsigned int weight,
 			 struct buf *out);
 int directing_set_up(const char *backend, bool up, struct buf *out);
-int directing_flush(const char *backend, struct buf *out);
+/* Flush: with more users than director_flush_batch, paced on base's loop
+ * (the answer says "paced"; the end is logged). */
+int directing_flush(const char *backend, struct event_base *base,
+		    struct buf *out);
 int directing_move(const char *user, const char *backend, struct buf *out);
 int directing_kick(const char *user, struct buf *out);
 /* `mailring add HOST [WEIGHT]`: a backend at an IP address, with the

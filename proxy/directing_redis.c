@@ -89,6 +89,7 @@
 	"  redis.call('HDEL', k, 'to', 'mat', 'e')\n" \
 	"  redis.call('PEXPIRE', k, ttl)\n" \
 	"  redis.call('SADD', P .. 'bu:' .. m[2], user)\n" \
+	"  redis.call('PUBLISH', P .. 'events', 'map ' .. m[2] .. ' ' .. user)\n" \
 	"end\n"
 
 /* ARGV: P user ttl stale candidates... -> {status, backend} */
@@ -123,24 +124,43 @@ static const char lua_route[] = LUA_COMMON
 	"    redis.call('HSET', k, 'b', name, 'g', b[1], 's', 'n', 'n', 0)\n"
 	"    redis.call('PEXPIRE', k, ttl)\n"
 	"    redis.call('SADD', P .. 'bu:' .. name, user)\n"
+	"    redis.call('PUBLISH', P .. 'events', 'map ' .. name .. ' ' .. user)\n"
 	"    return {'new', name}\n"
 	"  end\n"
 	"end\n"
 	"return {'none', ''}\n";
 
-/* ARGV: P user backend delta ttl */
+/* ARGV: P user backend delta ttl -> 1 counted | 0 nothing to count |
+ * "elsewhere BACKEND": a session that started on backend (routed while
+ * degraded) finds the ring mapping the user elsewhere (I1 conflict) */
 static const char lua_session[] = LUA_COMMON
 	"local k = ukey(ARGV[2])\n"
-	"if redis.call('HGET', k, 'b') ~= ARGV[3] then return 0 end\n"
-	"local n = redis.call('HINCRBY', k, 'n', tonumber(ARGV[4]))\n"
+	"local delta = tonumber(ARGV[4])\n"
+	"local m = redis.call('HMGET', k, 'b', 's')\n"
+	"if not m[1] then\n"
+	"  if delta <= 0 or m[2] == 'm' then return 0 end\n"
+	"  local b = redis.call('HMGET', bkey(ARGV[3]), 'g', 's', 'fl')\n"
+	"  if not (b[1] and b[2] == 'up' and (not b[3] or b[3] == '0')) then return 0 end\n"
+	"  redis.call('HSET', k, 'b', ARGV[3], 'g', b[1], 's', 'n', 'n', 1)\n"
+	"  redis.call('PEXPIRE', k, tonumber(ARGV[5]))\n"
+	"  redis.call('SADD', P .. 'bu:' .. ARGV[3], ARGV[2])\n"
+	"  redis.call('PUBLISH', P .. 'events', 'map ' .. ARGV[3] .. ' ' .. ARGV[2])\n"
+	"  return 1\n"
+	"end\n"
+	"if m[1] ~= ARGV[3] then\n"
+	"  if delta > 0 then return 'elsewhere ' .. m[1] end\n"
+	"  return 0\n"
+	"end\n"
+	"local n = redis.call('HINCRBY', k, 'n', delta)\n"
 	"if n < 0 then redis.call('HSET', k, 'n', 0) end\n"
-	"if redis.call('HGET', k, 's') ~= 'm' then redis.call('PEXPIRE', k, tonumber(ARGV[5])) end\n"
+	"if m[2] ~= 'm' then redis.call('PEXPIRE', k, tonumber(ARGV[5])) end\n"
 	"return 1\n";
 
 /* ARGV: P ttl (user backend sessions)... -> conflicts {user, ring's backend}... */
 static const char lua_assert[] = LUA_COMMON
 	"local ttl = tonumber(ARGV[2])\n"
 	"local out = {}\n"
+	"local alive = {}\n"
 	"for i = 3, #ARGV - 2, 3 do\n"
 	"  local user, backend, n = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
 	"  local k = ukey(user)\n"
@@ -151,6 +171,7 @@ static const char lua_assert[] = LUA_COMMON
 	"      redis.call('HSET', k, 'b', backend, 'g', b[1], 's', 'n', 'n', n)\n"
 	"      redis.call('PEXPIRE', k, ttl)\n"
 	"      redis.call('SADD', P .. 'bu:' .. backend, user)\n"
+	"      table.insert(alive, backend) table.insert(alive, user)\n"
 	"    else\n"
 	"      table.insert(out, user) table.insert(out, '')\n"
 	"    end\n"
@@ -158,8 +179,10 @@ static const char lua_assert[] = LUA_COMMON
 	"    table.insert(out, user) table.insert(out, m[1] or '')\n"
 	"  elseif m[2] ~= 'm' then\n"
 	"    redis.call('PEXPIRE', k, ttl)\n"
+	"    table.insert(alive, backend) table.insert(alive, user)\n"
 	"  end\n"
 	"end\n"
+	"if #alive > 0 then redis.call('PUBLISH', P .. 'events', 'alive ' .. table.concat(alive, ' ')) end\n"
 	"return out\n";
 
 /* ARGV: P name dead -> live proxy names */
@@ -239,6 +262,50 @@ static const char lua_flush_mark[] = LUA_COMMON
 static const char lua_flush_done[] = LUA_COMMON
 	"if redis.call('HGET', bkey(ARGV[2]), 'fl') ~= ARGV[3] then return -1 end\n"
 	"return flush_finish(ARGV[2])\n";
+
+/* ARGV: P name -> {exists 0|1, users mapped} */
+static const char lua_flush_size[] = LUA_COMMON
+	"return {redis.call('EXISTS', bkey(ARGV[2])), redis.call('SCARD', P .. 'bu:' .. ARGV[2])}\n";
+
+/* A paced flush's batch. ARGV: P name count dead
+ * -> {epoch, {live...}, {users...}} | {0} nobody left | {-1} unknown */
+static const char lua_flush_batch_mark[] = LUA_COMMON
+	"local name, n = ARGV[2], tonumber(ARGV[3])\n"
+	"local g = redis.call('HGET', bkey(name), 'g')\n"
+	"if not g then return {-1} end\n"
+	"local sk = P .. 'bu:' .. name\n"
+	"local e = redis.call('INCR', P .. 'epoch')\n"
+	"local now = now_ms()\n"
+	"local users = {}\n"
+	"while #users < n do\n"
+	"  local u = redis.call('SPOP', sk)\n"
+	"  if not u then break end\n"
+	"  local m = redis.call('HMGET', ukey(u), 'b', 'g', 's')\n"
+	"  if m[1] == name and m[2] == g and m[3] ~= 'm' then\n"
+	"    redis.call('HSET', ukey(u), 's', 'm', 'to', '', 'mat', now, 'e', e)\n"
+	"    table.insert(users, u)\n"
+	"  end\n"
+	"end\n"
+	"if #users == 0 then return {0} end\n"
+	"local fk = P .. 'fb:' .. e\n"
+	"redis.call('SADD', fk, unpack(users))\n"
+	"redis.call('PEXPIRE', fk, 600000)\n"
+	"local l = live(tonumber(ARGV[4]))\n"
+	"redis.call('PUBLISH', P .. 'events', 'kick-users ' .. e .. ' ' .. name .. ' ' .. table.concat(users, ' '))\n"
+	"return {e, l, users}\n";
+
+/* ARGV: P epoch -> users unmapped */
+static const char lua_flush_batch_done[] = LUA_COMMON
+	"local fk = P .. 'fb:' .. ARGV[2]\n"
+	"local n = 0\n"
+	"for _, u in ipairs(redis.call('SMEMBERS', fk)) do\n"
+	"  if redis.call('HGET', ukey(u), 'e') == ARGV[2] then\n"
+	"    redis.call('DEL', ukey(u))\n"
+	"    n = n + 1\n"
+	"  end\n"
+	"end\n"
+	"redis.call('DEL', fk)\n"
+	"return n\n";
 
 /* ARGV: P user target ttl dead -> {epoch, {live...}} | {-1} unknown target */
 static const char lua_move_mark[] = LUA_COMMON
@@ -395,6 +462,22 @@ struct round {
 	uint64_t started_msecs;
 	struct net_timer *poll;
 	struct admin_job *job;     /* NULL for a health-initiated down */
+	struct paced_flush *flush; /* a paced flush's batch */
+	size_t batch_users;
+};
+
+/* A paced flush: batches of director_flush_batch users, each a kick round
+ * of its own, director_flush_interval apart (docs/director.md). */
+struct paced_flush {
+	struct paced_flush *next;
+	char name[DIRECTOR_NAME_MAX];
+	size_t total;              /* users mapped when it began */
+	size_t processed;
+	long long unmapped;
+	unsigned int kicked;
+	unsigned int batches;
+	struct net_timer *timer;
+	struct admin_job *job;     /* answered after the first batch */
 };
 
 static struct {
@@ -426,6 +509,9 @@ static struct {
 	struct net_timer *heartbeat;
 	struct net_timer *refresh;
 	struct round *rounds;
+	struct paced_flush *flushes;
+	size_t flush_batch;
+	uint64_t flush_interval_msecs;
 	unsigned int kick_seq;
 	bool reconciling;
 	char live[LIVE_PROXIES_MAX][DIRECTOR_NAME_MAX];
@@ -479,7 +565,7 @@ static void eval(const char *script, redis_reply_fn *cb, void *ctx, int argc,
 	const char *args[REDIS_ARGS_MAX];
 	int n = 0;
 
-	if (argc + 4 > REDIS_ARGS_MAX) {
+	if (argc + 4 > REDIS_ARGS_MAX || dr.rc == NULL) {
 		cb(NULL, ctx);
 		return;
 	}
@@ -927,12 +1013,26 @@ static void on_round_done(const struct redisReply *reply, void *ctx)
 	round_free(r);
 }
 
+static void paced_flush_batch_done(struct round *r, const struct redisReply *reply);
+
+static void on_batch_done(const struct redisReply *reply, void *ctx)
+{
+	struct round *r = ctx;
+	paced_flush_batch_done(r, reply);
+	round_free(r);
+}
+
 static void round_finish(struct round *r)
 {
 	char epoch[24];
 	char ttl[24];
 	str_printf(epoch, sizeof(epoch), "%lld", r->epoch);
 	u64_str(dr.user_expire_msecs, ttl, sizeof(ttl));
+	if (r->flush != NULL) {
+		const char *args[] = { epoch };
+		eval(lua_flush_batch_done, on_batch_done, r, 1, args);
+		return;
+	}
 	if (r->move) {
 		const char *args[] = { r->user, epoch, ttl };
 		eval(lua_move_done, on_round_done, r, 3, args);
@@ -948,6 +1048,8 @@ static void on_acks(const struct redisReply *reply, void *ctx)
 	size_t acked = 0;
 
 	if (reply == NULL) {
+		if (r->flush != NULL)
+			paced_flush_batch_done(r, NULL);
 		round_answer(r, -1, "ring store unavailable", 0);
 		round_free(r);
 		return;
@@ -1067,6 +1169,159 @@ static void start_move_round(const char *user, const char *target,
 	eval(lua_move_mark, on_round_marked, r, 4, args);
 }
 
+static void paced_flush_free(struct paced_flush *pf)
+{
+	struct paced_flush **pp = &dr.flushes;
+	while (*pp != NULL && *pp != pf)
+		pp = &(*pp)->next;
+	if (*pp == pf)
+		*pp = pf->next;
+	net_timer_free(&pf->timer);
+	free(pf);
+}
+
+static void paced_flush_answer(struct paced_flush *pf, int ret, const char *error)
+{
+	struct admin_job *job = pf->job;
+	if (job == NULL)
+		return;
+	pf->job = NULL;
+	if (ret < 0) {
+		json_error(job->out, error);
+		admin_job_finish(job, -1);
+		return;
+	}
+	buf_append_cstr(job->out, "{\"backend\":");
+	json_cstr(job->out, pf->name);
+	buf_printf(job->out, ",\"users\":%zu,\"batch\":%zu,\"paced\":true,"
+		   "\"unmapped\":%lld,\"kicked\":%u}", pf->total, dr.flush_batch,
+		   pf->unmapped, pf->kicked);
+	admin_job_finish(job, 0);
+}
+
+static void paced_flush_end(struct paced_flush *pf, const char *error)
+{
+	if (error != NULL) {
+		log_warnx("director: flush of backend %s stopped after %zu of %zu "
+			  "users: %s", pf->name, pf->processed, pf->total, error);
+		paced_flush_answer(pf, -1, error);
+	} else {
+		log_notice("director: backend %s flushed: %lld users unmapped, %u "
+			   "sessions closed here (%u batches)", pf->name, pf->unmapped,
+			   pf->kicked, pf->batches);
+		paced_flush_answer(pf, 0, NULL);
+	}
+	paced_flush_free(pf);
+}
+
+static void on_batch_marked(const struct redisReply *reply, void *ctx);
+
+static void paced_flush_next(void *context)
+{
+	struct paced_flush *pf = context;
+	char count[24], dead[24];
+	u64_str(dr.flush_batch, count, sizeof(count));
+	u64_str(dr.dead_msecs, dead, sizeof(dead));
+	const char *args[] = { pf->name, count, dead };
+	eval(lua_flush_batch_mark, on_batch_marked, pf, 3, args);
+}
+
+static void on_batch_marked(const struct redisReply *reply, void *ctx)
+{
+	struct paced_flush *pf = ctx;
+
+	if (!reply_is_array(reply, 1)) {
+		paced_flush_end(pf, "ring store unavailable");
+		return;
+	}
+	long long e = reply_int(reply->element[0]);
+	if (e < 0) {
+		paced_flush_end(pf, "unknown backend");
+		return;
+	}
+	if (e == 0) {
+		paced_flush_end(pf, NULL); /* nobody left */
+		return;
+	}
+	struct round *r = round_new(false, pf->name, NULL, NULL);
+	str_copy(STR("flush"), r->why, sizeof(r->why));
+	r->flush = pf;
+	r->epoch = e;
+	r->started_msecs = now_msecs();
+	if (reply->elements >= 2 && reply_is_array(reply->element[1], 0)) {
+		const struct redisReply *l = reply->element[1];
+		for (size_t i = 0; i < l->elements && r->live_count < LIVE_PROXIES_MAX; i++)
+			str_copy(str_cstr(reply_str(l->element[i])),
+				 r->live[r->live_count++], DIRECTOR_NAME_MAX);
+	}
+	if (reply->elements >= 3 && reply_is_array(reply->element[2], 0))
+		r->batch_users = reply->element[2]->elements;
+	net_timer_start(r->poll, 0, false);
+}
+
+/* A batch's round is over (reply: users unmapped, or NULL on failure). */
+static void paced_flush_batch_done(struct round *r, const struct redisReply *reply)
+{
+	struct paced_flush *pf = r->flush;
+
+	r->flush = NULL;
+	if (reply == NULL || redis_reply_error(reply) != NULL) {
+		paced_flush_end(pf, "ring store unavailable");
+		return;
+	}
+	pf->batches++;
+	pf->processed += r->batch_users;
+	pf->unmapped += reply_int(reply);
+	pf->kicked += r->kicked;
+	paced_flush_answer(pf, 0, NULL);
+	if (pf->processed >= pf->total) {
+		/* users mapped there since the flush began stay: a flush is
+		 * not a drain */
+		paced_flush_end(pf, NULL);
+		return;
+	}
+	net_timer_start(pf->timer, (unsigned int)dr.flush_interval_msecs, false);
+}
+
+static void on_flush_size(const struct redisReply *reply, void *ctx)
+{
+	struct admin_job *job = ctx;
+
+	if (!reply_is_array(reply, 2)) {
+		json_error(job->out, "ring store unavailable");
+		admin_job_finish(job, -1);
+		return;
+	}
+	if (reply_int(reply->element[0]) == 0) {
+		json_error(job->out, "unknown backend");
+		admin_job_finish(job, -1);
+		return;
+	}
+	long long users = reply_int(reply->element[1]);
+	for (struct paced_flush *pf = dr.flushes; pf != NULL; pf = pf->next) {
+		if (strcmp(pf->name, job->backend) == 0) {
+			json_error(job->out, "a flush of this backend is already under way");
+			admin_job_finish(job, -1);
+			return;
+		}
+	}
+	if (dr.flush_batch == 0 || users <= (long long)dr.flush_batch) {
+		/* one round for the whole backend: its generation is bumped */
+		start_backend_round(job->backend, "", "flush", job);
+		return;
+	}
+	struct paced_flush *pf = xcalloc(1, sizeof(*pf));
+	str_copy(str_cstr(job->backend), pf->name, sizeof(pf->name));
+	pf->total = (size_t)users;
+	pf->job = job;
+	pf->timer = net_timer_new(dr.base, paced_flush_next, pf);
+	pf->next = dr.flushes;
+	dr.flushes = pf;
+	log_notice("director: backend %s: flushing %zu users, %zu at a time",
+		   pf->name, pf->total, dr.flush_batch);
+	paced_flush_next(pf);
+}
+
 /* ---- events ------------------------------------------------------------------ */
 
 /* Splits the next space-separated word off *s. */
@@ -1081,6 +1336,38 @@ static struct str next_word(struct str *s)
 	return word;
 }
 
+/* "BACKEND USER [BACKEND USER...]" from map/alive events into the cache.
+ * A user this proxy holds sessions of on another backend is a conflict:
+ * the ring wins (as at reconcile). */
+static void learn_mappings(struct str msg)
+{
+	while (msg.len > 0) {
+		char backend[DIRECTOR_NAME_MAX], user[USER_MAX];
+		struct str b = next_word(&msg);
+		struct str u = next_word(&msg);
+		if (b.len == 0 || u.len == 0 || !str_copy(b, backend, sizeof(backend)) ||
+		    !str_copy(u, user, sizeof(user)))
+			continue;
+		unsigned int displaced = 0;
+		char old[DIRECTOR_NAME_MAX];
+		unsigned int sessions = 0;
+		pthread_mutex_lock(dr.dir_lock);
+		bool had = director_user_lookup(dr.dir, str_cstr(user), now_msecs(),
+						old, &sessions);
+		director_cache_set(dr.dir, str_cstr(user), backend, now_msecs(),
+				   &displaced);
+		pthread_mutex_unlock(dr.dir_lock);
+		if (displaced > 0 && had) {
+			const char *key = user;
+			unsigned int kicked = proxy_kick_keys(&key, 1, old,
+							      "Moved to another server.");
+			log_warnx("director: user %s: the ring maps it to %s, we had "
+				  "%u sessions on %s: closed %u", user, backend,
+				  displaced, old, kicked);
+		}
+	}
+}
+
 static void on_message(void *ctx, const char *data, size_t len)
 {
 	struct str msg = str_from(data, len);
@@ -1090,6 +1377,13 @@ static void on_message(void *ctx, const char *data, size_t len)
 
 	if (str_eq(kind, STR("backends"))) {
 		load_backends();
+		return;
+	}
+	if (str_eq(kind, STR("map")) || str_eq(kind, STR("alive"))) {
+		/* every proxy keeps every live mapping it hears of, so that
+		 * when the ring is unreachable it still routes a user to where
+		 * another proxy holds the user's sessions (I1 while degraded) */
+		learn_mappings(msg);
 		return;
 	}
 	if (str_eq(kind, STR("kick"))) {
@@ -1111,6 +1405,43 @@ static void on_message(void *ctx, const char *data, size_t len)
 		pthread_mutex_unlock(dr.dir_lock);
 		unsigned int kicked = proxy_kick(name, NULL, "Moved to another server.",
 						 false);
+		struct round *r = round_find(atoll(epoch));
+		if (r != NULL)
+			r->kicked = kicked;
+		send_ack(epoch);
+	} else if (str_eq(kind, STR("kick-users"))) {
+		/* a paced flush's batch: "kick-users E BACKEND u1 u2 ..." */
+		struct str backend = next_word(&msg);
+		char bname[DIRECTOR_NAME_MAX];
+		size_t n = 0, alloc = 16;
+		char **keys = xcalloc(alloc, sizeof(*keys));
+		str_copy(backend, bname, sizeof(bname));
+		while (msg.len > 0) {
+			struct str u = next_word(&msg);
+			if (u.len == 0)
+				continue;
+			if (n == alloc) {
+				alloc *= 2;
+				keys = xreallocarray(keys, alloc, sizeof(*keys));
+			}
+			keys[n++] = xstrndup(u.p, u.len);
+		}
+		pthread_mutex_lock(dr.dir_lock);
+		for (size_t i = 0; i < n; i++) {
+			char mapped[DIRECTOR_NAME_MAX];
+			unsigned int sessions;
+			if (director_user_lookup(dr.dir, str_cstr(keys[i]), now_msecs(),
+						 mapped, &sessions) &&
+			    strcmp(mapped, bname) == 0)
+				director_forget(dr.dir, str_cstr(keys[i]));
+		}
+		dr.kick_seq++;
+		pthread_mutex_unlock(dr.dir_lock);
+		unsigned int kicked = proxy_kick_keys((const char *const *)keys, n,
+						      bname, "Backend was flushed.");
+		for (size_t i = 0; i < n; i++)
+			free(keys[i]);
+		free(keys);
 		struct round *r = round_find(atoll(epoch));
 		if (r != NULL)
 			r->kicked = kicked;
@@ -1162,7 +1493,7 @@ static void lookup_complete(struct directing_lookup *l,
 	net_timer_free(&l->retry);
 	l->result = result;
 	atomic_fetch_add(&dr.lookups, 1);
-	if (result != DIRECTING_LOOKUP_OK)
+	if (result == DIRECTING_LOOKUP_NONE || result == DIRECTING_LOOKUP_BUSY)
 		atomic_fetch_add(&dr.lookup_failures, 1);
 	if (!atomic_compare_exchange_strong(&l->state, &expect, LOOKUP_ANSWERED)) {
 		lookup_free(l);
@@ -1200,7 +1531,7 @@ static void on_route(const struct redisReply *reply, void *ctx)
 			log_warnx("director: redis lookup failed: %s",
 				  redis_reply_error(reply) != NULL ? reply->str :
 								    "bad reply");
-		lookup_complete(l, DIRECTING_LOOKUP_OK);
+		lookup_complete(l, DIRECTING_LOOKUP_DEGRADED);
 		return;
 	}
 	const char *status = reply_str(reply->element[0]);
@@ -1263,7 +1594,7 @@ static void lookup_send(struct directing_lookup *l)
 		return;
 	}
 	if (!redis_client_ready(dr.rc) || dr.reconciling) {
-		lookup_complete(l, DIRECTING_LOOKUP_OK); /* degraded: the cache */
+		lookup_complete(l, DIRECTING_LOOKUP_DEGRADED); /* the cache */
 		return;
 	}
 	pthread_mutex_lock(dr.dir_lock);
@@ -1293,7 +1624,7 @@ static void post(struct job *job)
 		pthread_mutex_unlock(&dr.qlock);
 		/* nobody will run it: answer what waits */
 		if (job->kind == JOB_LOOKUP) {
-			job->lookup->result = DIRECTING_LOOKUP_OK;
+			job->lookup->result = DIRECTING_LOOKUP_DEGRADED;
 			int expect = LOOKUP_PENDING;
 			if (atomic_compare_exchange_strong(&job->lookup->state, &expect,
 							   LOOKUP_ANSWERED)) {
@@ -1348,6 +1679,39 @@ static void run_reload(struct job *job)
 	}
 }
 
+struct session_check {
+	char user[USER_MAX];
+	char backend[DIRECTOR_NAME_MAX];
+};
+
+/* A session started on a backend the ring disagrees with (it was routed
+ * while this proxy was degraded, and another proxy mapped the user
+ * meanwhile): the ring wins, as at reconcile, and this session goes. */
+static void on_session(const struct redisReply *reply, void *ctx)
+{
+	struct session_check *sc = ctx;
+	const char *err = redis_reply_error(reply);
+
+	if (err != NULL)
+		log_warnx("director: redis session count failed: %s", err);
+	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+	    strncmp(reply->str, "elsewhere ", 10) == 0) {
+		const char *ring = reply->str + 10;
+		unsigned int displaced = 0;
+		pthread_mutex_lock(dr.dir_lock);
+		director_cache_set(dr.dir, str_cstr(sc->user), ring, now_msecs(),
+				   &displaced);
+		pthread_mutex_unlock(dr.dir_lock);
+		const char *key = sc->user;
+		unsigned int kicked = proxy_kick_keys(&key, 1, sc->backend,
+						      "Moved to another server.");
+		log_warnx("director: user %s: a session started on %s while the "
+			  "ring maps it to %s: closed %u", sc->user, sc->backend,
+			  ring, kicked);
+	}
+	free(sc);
+}
+
 static void on_vote(const struct redisReply *reply, void *ctx)
 {
 	char *name = ctx;
@@ -1382,7 +1746,10 @@ static void run_job(struct job *job)
 		str_printf(delta, sizeof(delta), "%d", job->delta);
 		u64_str(dr.user_expire_msecs, ttl, sizeof(ttl));
 		const char *args[] = { job->user, job->backend, delta, ttl };
-		eval(lua_session, ignore_reply, (void *)(uintptr_t)"session", 4, args);
+		struct session_check *sc = xcalloc(1, sizeof(*sc));
+		str_copy(str_cstr(job->user), sc->user, sizeof(sc->user));
+		str_copy(str_cstr(job->backend), sc->backend, sizeof(sc->backend));
+		eval(lua_session, on_session, sc, 4, args);
 		break;
 	}
 	case JOB_VOTE: {
@@ -1750,9 +2117,11 @@ static void run_admin(struct admin_job *job)
 	case OP_DOWN:
 		start_backend_round(job->backend, "down-admin", "down", job);
 		break;
-	case OP_FLUSH:
-		start_backend_round(job->backend, "", "flush", job);
+	case OP_FLUSH: {
+		const char *args[] = { job->backend };
+		eval(lua_flush_size, on_flush_size, job, 1, args);
 		break;
+	}
 	case OP_MOVE:
 		start_move_round(job->user, job->backend, job);
 		break;
@@ -2024,6 +2393,10 @@ int dredis_init(const struct proxy_config *cfg, struct director *dir,
 	dr.dead_msecs = set->proxy_dead_timeout_msecs;
 	dr.move_timeout_msecs = set->director_move_timeout_msecs;
 	dr.redis_timeout_msecs = set->redis_timeout_msecs;
+	/* a batch's users travel in one event message: keep it bounded */
+	dr.flush_batch = set->director_flush_batch > 1000 ? 1000 :
+			 (size_t)set->director_flush_batch;
+	dr.flush_interval_msecs = set->director_flush_interval_msecs;
 
 	rs.address = set->redis_sentinels.count > 0 ? "" : set->redis_address;
 	for (size_t i = 0; i < set->redis_sentinels.count &&
@@ -2085,6 +2458,10 @@ void dredis_stop(void)
 	while (dr.rounds != NULL) {
 		round_answer(dr.rounds, -1, "the proxy is stopping", 0);
 		round_free(dr.rounds);
+	}
+	while (dr.flushes != NULL) {
+		paced_flush_answer(dr.flushes, -1, "the proxy is stopping");
+		paced_flush_free(dr.flushes);
 	}
 	for (struct job *j = dr.queue_head, *next; j != NULL; j = next) {
 		next = j->next;

@@ -239,7 +239,9 @@ static void probe_start(struct backend_health *bh, const struct proxy_backend *b
 	bool pop3 = be->set->imap_port == 0;
 	uint16_t port = (uint16_t)(pop3 ? be->set->pop3_port : be->set->imap_port);
 
-	if (port == 0)
+	/* a DNS name without an address yet: nothing to check (logins
+	 * pass it by); its checks start with the generation that has one */
+	if (port == 0 || be->unresolved)
 		return;
 	net_addr_set_port(&addr, port);
 	int fd = net_connect(&addr, NULL, err, sizeof(err));

@@ -739,6 +739,15 @@ static void lmtp_backend_start(struct lmtp_backend *be)
 	be->input = buf_new(1024, LMTP_BACKEND_LINE_MAX);
 	be->output = buf_new(1024, LMTP_BACKEND_OUTPUT_MAX);
 	be->step = LMTP_BE_CONNECTING;
+	if (pb->unresolved) {
+		/* routed before the name lost its address (lmtp_route skips
+		 * unresolved backends) */
+		char reason[160];
+		str_printf(reason, sizeof(reason), "backend %s: its host name is "
+			   "not resolved yet", pb->set->name);
+		lmtp_backend_fail(be, reason);
+		return;
+	}
 	int fd = net_connect(&be->addr, lmtp_source_ip(c), err, sizeof(err));
 	if (fd < 0) {
 		lmtp_backend_fail(be, err);
@@ -828,7 +837,8 @@ static ptrdiff_t lmtp_route(struct client *c, const struct auth_result *res,
 					      &want, &error) == 0;
 		for (size_t i = 0; i < cfg->backend_count; i++) {
 			if (strcmp(cfg->backends[i].set->name, res->host) == 0 ||
-			    (want_ok && net_addr_ip_eq(&cfg->backends[i].addr, &want))) {
+			    (want_ok && !cfg->backends[i].unresolved &&
+			     net_addr_ip_eq(&cfg->backends[i].addr, &want))) {
 				if (cfg->backends[i].set->lmtp_port == 0) {
 					*why_r = "host= names a backend without lmtp_port";
 					return -1;
@@ -842,21 +852,26 @@ static ptrdiff_t lmtp_route(struct client *c, const struct auth_result *res,
 	char names[8][DIRECTOR_NAME_MAX];
 	bool mapped = false;
 	size_t n = directing_route(key, res->director_tag, names, 8, &mapped);
+	*why_r = "no backend available for the user";
 	for (size_t k = 0; k < n; k++) {
 		for (size_t i = 0; i < cfg->backend_count; i++) {
 			const struct backend_settings *bs = cfg->backends[i].set;
-			if (strcmp(bs->name, names[k]) == 0 && bs->lmtp_port != 0)
+			if (strcmp(bs->name, names[k]) != 0 || bs->lmtp_port == 0)
+				continue;
+			if (!cfg->backends[i].unresolved)
 				return (ptrdiff_t)i;
+			/* a DNS name without an address yet: the next one */
+			*why_r = "the backend's host name is not resolved yet";
+			break;
 		}
 		if (mapped)
 			break; /* I1: a mapped user has no fallback */
 	}
-	*why_r = "no backend available for the user";
 	return -1;
 }
 
 static void lmtp_rcpt_add(struct client *c, char *addr,
-			  const struct auth_result *res)
+			  const struct auth_result *res, bool ring_routed)
 {
 	struct lmtp_session *s = c->proto_state;
 	struct str key = proxy_user_key(&c->cfg->set, res->user);
@@ -865,7 +880,8 @@ static void lmtp_rcpt_add(struct client *c, char *addr,
 	ptrdiff_t idx = lmtp_route(c, res, dkey, &why);
 
 	if (idx >= 0 && res->host == NULL &&
-	    !directing_session_begin(dkey, c->cfg->backends[idx].set->name)) {
+	    !directing_session_begin(dkey, c->cfg->backends[idx].set->name,
+				     ring_routed)) {
 		why = "the user was mapped elsewhere meanwhile";
 		idx = -1;
 	}
@@ -917,10 +933,11 @@ static void lmtp_ring_done(enum directing_lookup_result result, void *context)
 	s->pending_tag = NULL;
 	if (lmtp_client_gone(c)) {
 		free(addr);
-	} else if (result == DIRECTING_LOOKUP_OK) {
+	} else if (result == DIRECTING_LOOKUP_OK ||
+		   result == DIRECTING_LOOKUP_DEGRADED) {
 		struct auth_result res = { .code = AUTH_RESULT_OK, .user = user,
 					   .director_tag = tag };
-		lmtp_rcpt_add(c, addr, &res);
+		lmtp_rcpt_add(c, addr, &res, result == DIRECTING_LOOKUP_OK);
 	} else {
 		lmtp_log_rcpt(c, addr, user, NULL, "deferred",
 			      result == DIRECTING_LOOKUP_NONE ?
@@ -966,7 +983,7 @@ static void lmtp_lookup_done(const struct auth_result *res, void *context)
 				return; /* input stays paused */
 			}
 		}
-		lmtp_rcpt_add(c, addr, res);
+		lmtp_rcpt_add(c, addr, res, false);
 		addr = NULL;
 		break;
 	case AUTH_RESULT_UNKNOWN_USER:

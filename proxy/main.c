@@ -23,6 +23,7 @@
 
 #include "admin.h"
 #include "directing.h"
+#include "discovery.h"
 #include "health.h"
 #include "str.h"
 #include "tls.h"
@@ -112,6 +113,7 @@ static void reconfigure(void)
 	}
 	config_errors_free(&errors);
 	directing_runtime_apply(&set);
+	discovery_apply(&set);
 	if (proxy_settings_check(&set, err, sizeof(err)) < 0) {
 		log_error("reload failed: %s: %s", proxy.config_path, err);
 		config_free(&proxy_settings_schema, &set);
@@ -291,6 +293,9 @@ int main(int argc, char **argv)
 	proxy.iplimit = iplimit_new();
 	unsigned int nworkers = (unsigned int)set.workers;
 
+	/* names resolve once discovery runs: the reconfigure after their
+	 * first answers fills in what this generation leaves unresolved */
+	discovery_apply(&set);
 	struct proxy_config *cfg = proxy_config_build(&set, err, sizeof(err));
 	if (cfg == NULL)
 		fatalx("%s: %s", cli.path, err);
@@ -315,6 +320,7 @@ int main(int argc, char **argv)
 	if (directing_has_runtime_backends())
 		request_reconfigure("backends added at run time");
 	directing_start();
+	discovery_start(main_base);
 	struct net_signals *sig = net_signals_new(main_base, on_reload, on_shutdown,
 						  NULL, err, sizeof(err));
 	if (sig == NULL)
@@ -332,6 +338,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(main_base);
 	net_timer_free(&tick);
 	health_stop();
+	discovery_stop();
 	admin_stop();
 	directing_stop();
 

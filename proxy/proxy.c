@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "discovery.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -68,9 +69,15 @@ struct proxy_config *proxy_config_build(struct proxy_settings *set, char *err,
 		be->set = &cfg->set.backends[i];
 		if (net_addr_parse(be->set->host, NET_ADDR_PORT_OPTIONAL,
 				   &be->addr, &error) < 0) {
-			str_printf(err, errsize, "backend %s: %s", be->set->name,
-				   error);
-			goto fail;
+			if (!discovery_is_host_name(be->set->host)) {
+				str_printf(err, errsize, "backend %s: %s",
+					   be->set->name, error);
+				goto fail;
+			}
+			/* a DNS name: its address as discovery knows it now;
+			 * the reconfigure after its first answer fills it in */
+			memset(&be->addr, 0, sizeof(be->addr));
+			be->unresolved = !discovery_addr(be->set->host, &be->addr);
 		}
 		if (be->set->ssl != BACKEND_SSL_NO) {
 			struct tls_client_settings ts = {

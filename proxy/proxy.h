@@ -45,6 +45,9 @@ struct proxy_backend {
 	const struct backend_settings *set;
 	struct net_addr addr;      /* port not set; per protocol below */
 	SSL_CTX *ssl_ctx;          /* for ssl = starttls/yes, else NULL */
+	/* host is a DNS name without an address yet (proxy/discovery.c):
+	 * logins, LMTP and health checks pass it by; addr is zeroed */
+	bool unresolved;
 };
 
 /* One loaded configuration. Sessions keep a reference to the generation
@@ -276,6 +279,10 @@ void client_relay_finished(struct client *c, const char *reason,
  * Call from the main thread; returns how many sessions were closed. */
 unsigned int proxy_kick(const char *user, const char *backend,
 			const char *reason, bool spread);
+/* The same for the sessions whose director key (the mapping key: user or
+ * domain) is one of keys, on backend: a paced flush's batch. */
+unsigned int proxy_kick_keys(const char *const *keys, size_t count,
+			     const char *backend, const char *reason);
 /* Frees the pending login credentials (wiping the password). */
 void client_login_clear(struct client *c);
 
@@ -297,6 +304,7 @@ struct backend_login {
 	bool mapped;                    /* candidate[0] is the user's mapping */
 	bool rerouted;                  /* the idle mapping was dropped once */
 	struct directing_lookup *lookup; /* the shared store is asked */
+	bool ring_routed;               /* routed by the shared store's answer */
 	struct buf *input;              /* backend lines */
 	struct buf *output;             /* to the backend */
 	struct net_timer *timer;

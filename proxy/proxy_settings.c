@@ -1,7 +1,10 @@
 #include "proxy_settings.h"
 
 #include "auth/auth.h"
+#include "discovery.h"
+#include "log.h"
 #include "net.h"
+#include "ring/dns.h"
 #include "str.h"
 
 static const char *const protocol_values[] = { "imap", "pop3", "lmtp",
@@ -32,7 +35,8 @@ static const struct config_section listener_section =
 
 #define B struct backend_settings
 static const struct config_def backend_defs[] = {
-	CONFIG_DEF_STRING(B, "host", host, NULL, "IP address of the backend"),
+	CONFIG_DEF_STRING(B, "host", host, NULL,
+			  "IP address or DNS name of the backend"),
 	CONFIG_DEF_UINT(B, "imap_port", imap_port, "143", 0, 65535,
 			"IMAP port (0 = no IMAP)"),
 	CONFIG_DEF_UINT(B, "pop3_port", pop3_port, "110", 0, 65535,
@@ -152,6 +156,15 @@ static const struct config_def proxy_defs[] = {
 	CONFIG_DEF_STRING(S, "director_backend_template", director_backend_template,
 			  NULL, "backend whose settings `mailring add` copies "
 			  "(default: the first)"),
+	CONFIG_DEF_UINT(S, "director_flush_batch", director_flush_batch, "100", 0,
+			1000000, "flush: users moved at a time; 0 = all at once"),
+	CONFIG_DEF_DURATION(S, "director_flush_interval",
+			    director_flush_interval_msecs, "100ms", 0, 60000,
+			    "flush: pause between two batches"),
+	CONFIG_DEF_STRING(S, "admin_listen", admin_listen, NULL,
+			  "host:port for the admin API over TCP; empty = off"),
+	CONFIG_DEF_STRING(S, "admin_token", admin_token, NULL,
+			  "bearer token the TCP admin API requires (16+ chars)"),
 	CONFIG_DEF_ENUM(S, "director_store", director_store, "embedded",
 			director_store_values,
 			"embedded (one proxy) or redis (shared by several)"),
@@ -188,6 +201,18 @@ static const struct config_def proxy_defs[] = {
 			"good checks in a row that bring a backend back up"),
 	CONFIG_DEF_UINT(S, "health_fall", health_fall, "3", 1, 100,
 			"failed checks in a row that take a backend down"),
+	CONFIG_DEF_LIST(S, "dns_servers", dns_servers, NULL,
+			"DNS servers ip[:port] for backend names; empty = /etc/resolv.conf"),
+	CONFIG_DEF_DURATION(S, "dns_timeout", dns_timeout_msecs, "2s", 10,
+			    60000, "time one DNS server gets to answer"),
+	CONFIG_DEF_UINT(S, "dns_retries", dns_retries, "2", 0, 10,
+			"extra rounds over dns_servers before a lookup fails"),
+	CONFIG_DEF_DURATION(S, "dns_min_ttl", dns_min_ttl_msecs, "5s", 1000,
+			    86400000, "re-resolve a name no sooner than this"),
+	CONFIG_DEF_DURATION(S, "dns_max_ttl", dns_max_ttl_msecs, "1h", 1000,
+			    86400000, "re-resolve a name at least this often"),
+	CONFIG_DEF_LIST(S, "backend_srv", backend_srv, NULL,
+			"SRV names whose records are backends: _imap._tcp.example.net"),
 	CONFIG_DEF_STRING(S, "rawlog_dir", rawlog_dir, NULL,
 			  "directory for per-user traffic logs"),
 	CONFIG_DEF_LIST(S, "rawlog_users", rawlog_users, NULL,
@@ -219,6 +244,20 @@ const char *proxy_settings_path(const char *value)
 	return value;
 }
 
+void proxy_settings_backend_defaults(struct backend_settings *b)
+{
+	struct config_errors errors = { 0 };
+	if (config_load_defaults(&backend_section, b, &errors) < 0)
+		fatalx("backend defaults: %s", errors.count > 0 ?
+		       errors.lines[0] : "failed");
+	config_errors_free(&errors);
+}
+
+void proxy_settings_backend_free(struct backend_settings *b)
+{
+	config_free(&backend_section, b);
+}
+
 int proxy_settings_check(const struct proxy_settings *set, char *err,
 			 size_t errsize)
 {
@@ -228,8 +267,9 @@ int proxy_settings_check(const struct proxy_settings *set, char *err,
 		str_printf(err, errsize, "no listener configured");
 		return -1;
 	}
-	if (set->backend_count == 0) {
-		str_printf(err, errsize, "no backend configured");
+	if (set->backend_count == 0 && set->backend_srv.count == 0) {
+		str_printf(err, errsize, "no backend configured (backend sections "
+			   "or backend_srv)");
 		return -1;
 	}
 	for (size_t i = 0; i < set->listener_count; i++) {
@@ -262,10 +302,12 @@ int proxy_settings_check(const struct proxy_settings *set, char *err,
 		const struct backend_settings *b = &set->backends[i];
 		struct net_addr a;
 		const char *error;
+		/* an IP address, or a name resolved at run time
+		 * (proxy/discovery.c) */
 		if (net_addr_parse(b->host, NET_ADDR_PORT_OPTIONAL, &a,
-				   &error) < 0) {
-			str_printf(err, errsize, "backend %s: host '%s': %s",
-				   b->name, b->host, error);
+				   &error) < 0 && !discovery_is_host_name(b->host)) {
+			str_printf(err, errsize, "backend %s: host '%s': %s (and "
+				   "not a DNS name)", b->name, b->host, error);
 			return -1;
 		}
 		if ((b->master_user[0] == '\0') != (b->master_password[0] == '\0')) {
@@ -282,6 +324,37 @@ int proxy_settings_check(const struct proxy_settings *set, char *err,
 				   NET_ADDR_PORT_OPTIONAL, &a, &error) < 0) {
 			str_printf(err, errsize, "source_ips: '%s': %s",
 				   set->source_ips.items[i], error);
+			return -1;
+		}
+	}
+	if (set->dns_servers.count > 0) {
+		struct net_addr addrs[DNS_SERVERS_MAX];
+		char text[1024], derr[DNS_ERROR_MAX];
+		size_t n;
+		if (discovery_servers_text(set, text, sizeof(text)) < 0 ||
+		    dns_servers_parse(text, addrs, DNS_SERVERS_MAX, &n, derr,
+				      sizeof(derr)) < 0) {
+			str_printf(err, errsize, "dns_servers: %s",
+				   text[0] == '\0' ? "too long" : derr);
+			return -1;
+		}
+	}
+	if (set->dns_max_ttl_msecs < set->dns_min_ttl_msecs) {
+		str_printf(err, errsize, "dns_max_ttl is below dns_min_ttl");
+		return -1;
+	}
+	for (size_t i = 0; i < set->backend_srv.count; i++) {
+		const char *name = set->backend_srv.items[i];
+		bool tls;
+		if (!dns_name_is_valid(name)) {
+			str_printf(err, errsize, "backend_srv: '%s' is not a valid "
+				   "DNS name", name);
+			return -1;
+		}
+		if (discovery_srv_protocol(name, &tls) < 0) {
+			str_printf(err, errsize, "backend_srv: '%s': the first label "
+				   "must be _imap, _imaps, _pop3, _pop3s or _lmtp",
+				   name);
 			return -1;
 		}
 	}

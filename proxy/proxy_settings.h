@@ -105,6 +105,10 @@ struct proxy_settings {
 	unsigned int director_store;    /* enum director_store */
 	uint64_t director_max_load;     /* percent; 0 = off */
 	char *director_backend_template;
+	char *admin_listen;
+	char *admin_token;
+	uint64_t director_flush_batch;   /* 0 = all at once */
+	uint64_t director_flush_interval_msecs;
 	char *redis_address;
 	struct config_strlist redis_sentinels;
 	char *redis_sentinel_master;
@@ -119,6 +123,13 @@ struct proxy_settings {
 	uint64_t health_timeout_msecs;
 	uint64_t health_rise;
 	uint64_t health_fall;
+	/* DNS (proxy/discovery.c): backend host names and SRV discovery */
+	struct config_strlist dns_servers; /* "ip[:port]"; empty = resolv.conf */
+	uint64_t dns_timeout_msecs;     /* per try */
+	uint64_t dns_retries;           /* extra rounds over dns_servers */
+	uint64_t dns_min_ttl_msecs;     /* re-resolve no sooner than this */
+	uint64_t dns_max_ttl_msecs;     /* ... and no later than this */
+	struct config_strlist backend_srv; /* "_imap._tcp.example.net" */
 
 	char *rawlog_dir;
 	struct config_strlist rawlog_users;
@@ -145,6 +156,12 @@ struct auth_settings;
 /* Fills the auth library's settings from ours (strings point into set). */
 void proxy_settings_auth(const struct proxy_settings *set,
 			 struct auth_settings *as);
+
+/* Fills b with the defaults of a backend section (what an SRV-discovered
+ * backend copies when no backend section is configured). Free it with
+ * proxy_settings_backend_free. */
+void proxy_settings_backend_defaults(struct backend_settings *b);
+void proxy_settings_backend_free(struct backend_settings *b);
 
 /* A setting given as "<path" (Dovecot's form for ssl_cert) means path. */
 const char *proxy_settings_path(const char *value);

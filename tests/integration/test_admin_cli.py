@@ -437,3 +437,44 @@ def test_ring_status(mailring_proxy, dovecot_backend, workdir):
     r = subprocess.run([cli, "-s", sock, "ring", "status"],
                        capture_output=True, timeout=10)
     assert r.returncode == 0 and b"embedded" in r.stdout, r.stdout
+
+
+def test_admin_over_tcp_needs_bearer_token(mailring_proxy, dovecot_backend,
+                                           ports):
+    """admin_listen serves the same API over TCP; every request needs
+    `Authorization: Bearer <admin_token>`: none or a wrong one is 401 and
+    logged, the right one works."""
+    b1 = dovecot_backend(name="b1")
+    port = ports.get()
+    token = "s3cret-token-0123456789"
+    p = mailring_proxy(backends=[{"dovecot": b1, "name": "b1"}],
+                       settings={"admin_listen": "127.0.0.1:%d" % port,
+                                 "admin_token": token})
+
+    def get(path, auth=None):
+        argv = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}",
+                "http://127.0.0.1:%d%s" % (port, path)]
+        if auth is not None:
+            argv[1:1] = ["-H", "Authorization: " + auth]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code), body
+
+    code, body = get("/status")
+    assert code == 401 and "bearer token" in body
+    assert get("/status", "Bearer wrong-token-0123456789")[0] == 401
+    assert get("/status", "Basic " + token)[0] == 401
+    code, body = get("/status", "Bearer " + token)
+    assert code == 200, body
+    assert json.loads(body)["backends"][0]["name"] == "b1"
+    assert get("/metrics", "bearer " + token)[0] == 200
+    assert len(p.log_lines("over TCP without the right bearer token")) == 3
+
+
+def test_admin_listen_without_token_is_refused(mailring_proxy, ports):
+    """admin_listen without a long enough admin_token does not start."""
+    with pytest.raises(ProcessStartError):
+        mailring_proxy(backends=[{"host": "127.0.0.1", "name": "b1",
+                                  "imap_port": ports.get()}],
+                       settings={"admin_listen": "127.0.0.1:%d" % ports.get(),
+                                 "admin_token": "short"})

@@ -157,3 +157,41 @@ def test_add_remove_persist_in_state_file(mailring_proxy, dovecot_backend,
     assert [b["name"] for b in run("status")["backends"]] == ["b1"]
     _login_logout(p, "user705")
     assert p.events("Login")[-1]["backend"] == "b1"
+
+
+def test_flush_is_paced(mailring_proxy, dovecot_backend, mail_root,
+                        mailring_bin):
+    """flush with more users than director_flush_batch: the users are
+    unmapped and their sessions closed a batch at a time,
+    director_flush_interval apart, not all at once."""
+    import json
+    import subprocess
+    import tempfile
+    import time
+    cli = mailring_bin("mailring")
+    b1 = dovecot_backend(mail_root=mail_root)
+    sock = os.path.join(tempfile.mkdtemp(prefix="mrfl"), "a.sock")
+    p = mailring_proxy(backends=[{"dovecot": b1, "name": "b1"}],
+                       settings={"admin_socket": sock,
+                                 "director_flush_batch": 2,
+                                 "director_flush_interval": "700ms"})
+    held = []
+    for i in range(900, 906):
+        r = p.raw()
+        r.command("a", "LOGIN user%d pass" % i)
+        held.append(r)
+    out = subprocess.run([cli, "-s", sock, "--json", "flush", "b1"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    ans = json.loads(out.stdout)
+    assert ans["paced"] is True and ans["users"] == 6 and ans["batch"] == 2
+    assert ans["kicked"] == 2 and ans["unmapped"] == 2
+
+    def closed_count():
+        return sum(1 for r in held if r.closed(timeout=0.05))
+
+    time.sleep(0.2)
+    assert closed_count() == 2          # the first batch only
+    p.wait_log(r"backend b1 flushed: 6 users unmapped, 6 sessions closed "
+               r"\(3 batches\)", timeout=5)
+    assert closed_count() == 6

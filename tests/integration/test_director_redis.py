@@ -429,3 +429,32 @@ def test_kill9_backend_with_two_proxies(mailring_proxy, dovecot_backend,
         stop.set()
         t.join()
     assert not failures, failures[:5]
+
+
+def test_paced_flush_across_proxies(mailring_proxy, dovecot_backend,
+                                    mail_root, redis_server, cli_bin, sockdir):
+    """A flush of more users than director_flush_batch goes in batches,
+    each a kick round on every proxy, director_flush_interval apart."""
+    import time
+    b1 = dovecot_backend(mail_root=mail_root)
+    p1, p2 = _proxies(mailring_proxy, redis_server, _backends([b1]), 2,
+                      cli_bin, sockdir, director_flush_batch="2",
+                      director_flush_interval="700ms")
+    held = []
+    for i, p in zip(range(950, 956), (p1, p2) * 3):
+        r = p.raw()
+        r.command("a", "LOGIN user%d pass" % i)
+        held.append(r)
+    ans = _cli(p1, "flush", "b1")
+    assert ans["paced"] is True and ans["users"] == 6 and ans["batch"] == 2
+    assert ans["unmapped"] == 2
+
+    def closed_count():
+        return sum(1 for r in held if r.closed(timeout=0.05))
+
+    time.sleep(0.2)
+    assert closed_count() == 2
+    p1.wait_log(r"backend b1 flushed: 6 users unmapped", timeout=6)
+    assert closed_count() == 6
+    assert _cli(p2, "users", "b1")["users"] == []
+    assert _login_backend(p2, "user950") == "b1"   # placed anew, works
