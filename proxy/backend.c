@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "directing.h"
+#include "health.h"
 #include "str.h"
 #include "tls.h"
 #include "xmalloc.h"
@@ -107,6 +108,7 @@ static void backend_timeout(void *context)
 	struct backend_login *bl = context;
 
 	if (!bl->connected) {
+		health_passive_failure(bl->backend->set->name);
 		backend_login_retry(bl, "connect timed out");
 		return;
 	}
@@ -480,6 +482,7 @@ static void backend_connected(struct backend_login *bl)
 		char addr[NET_ADDR_STR_MAX];
 		str_printf(reason, sizeof(reason), "connect(%s) failed: %s",
 			   net_addr_str(&bl->addr, addr, sizeof(addr)), strerror(errno));
+		health_passive_failure(bl->backend->set->name);
 		backend_login_retry(bl, reason);
 		return;
 	}

@@ -20,7 +20,9 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <pthread.h>
 
+#include "base64.h"
 #include "buf.h"
 #include "conn.h"
 #include "directing.h"
@@ -28,13 +30,17 @@
 #include "net.h"
 #include "proxy.h"
 #include "str.h"
+#include "tls.h"
 #include "xmalloc.h"
 
 #define HEALTH_LINE_MAX 4096
 
 enum probe_step {
 	PROBE_CONNECTING = 0, /* waiting for the TCP handshake */
+	PROBE_TLS,            /* ssl = yes: waiting for the TLS handshake */
 	PROBE_GREETING,       /* waiting for the greeting line */
+	PROBE_USER,           /* POP3 check login: sent USER */
+	PROBE_LOGIN,          /* sent LOGIN / PASS of the check user */
 	PROBE_LOGOUT,         /* sent LOGOUT/QUIT, waiting for the answer */
 };
 
@@ -44,6 +50,10 @@ struct probe {
 	struct net_timer *timer;
 	enum probe_step step;
 	bool pop3;
+	bool login;           /* log in as health_user first */
+	const struct proxy_backend *be; /* of the config generation of the round */
+	char user[256];
+	char password[256];
 	struct buf *input;
 };
 
@@ -153,6 +163,65 @@ static void probe_timeout(void *context)
 			     "no answer in time");
 }
 
+static bool probe_write(struct probe *p, const char *text, size_t len)
+{
+	if (conn_write(p->conn, text, len) != (ssize_t)len) {
+		probe_done(p, false, "write failed");
+		return false;
+	}
+	return true;
+}
+
+/* LOGOUT / QUIT, then wait for its answer. False when the probe ended. */
+static bool probe_send_logout(struct probe *p)
+{
+	const char *bye = p->pop3 ? "QUIT\r\n" : "h LOGOUT\r\n";
+	if (!probe_write(p, bye, strlen(bye)))
+		return false;
+	p->step = PROBE_LOGOUT;
+	return true;
+}
+
+/* The check user's login: IMAP AUTHENTICATE PLAIN, POP3 USER then PASS. The password never reaches a log. False when the probe ended. */
+static bool probe_send_login(struct probe *p)
+{
+	struct buf *cmd = buf_new_secret(128, 4000);
+	bool ok;
+	if (p->pop3) {
+		buf_printf(cmd, "USER %s\r\n", p->user);
+		p->step = PROBE_USER;
+	} else {
+		/* AUTHENTICATE PLAIN with an initial response (SASL-IR, which
+		 * Dovecot offers): nothing to quote */
+		struct buf *raw = buf_new_secret(128, 1200);
+		struct buf *b64 = buf_new_secret(256, 2400);
+		buf_append_byte(raw, '\0');
+		buf_append_cstr(raw, p->user);
+		buf_append_byte(raw, '\0');
+		buf_append_cstr(raw, p->password);
+		base64_encode(raw->data, raw->len, b64);
+		buf_append_cstr(cmd, "l AUTHENTICATE PLAIN ");
+		buf_append(cmd, b64->data, b64->len);
+		buf_append_cstr(cmd, "\r\n");
+		buf_free_secret(&raw);
+		buf_free_secret(&b64);
+		p->step = PROBE_LOGIN;
+	}
+	ok = probe_write(p, (const char *)cmd->data, cmd->len);
+	buf_free_secret(&cmd);
+	return ok;
+}
+
+static bool probe_write_pass(struct probe *p)
+{
+	struct buf *cmd = buf_new_secret(128, 600);
+	buf_printf(cmd, "PASS %s\r\n", p->password);
+	p->step = PROBE_LOGIN; /* before the write: a failed one frees p */
+	bool ok = probe_write(p, (const char *)cmd->data, cmd->len);
+	buf_free_secret(&cmd);
+	return ok;
+}
+
 /* Handles complete lines; returns true when the probe ended. */
 static bool probe_lines(struct probe *p)
 {
@@ -172,12 +241,32 @@ static bool probe_lines(struct probe *p)
 				probe_done(p, false, why);
 				return true;
 			}
-			const char *bye = p->pop3 ? "QUIT\r\n" : "h LOGOUT\r\n";
-			if (conn_write(p->conn, bye, strlen(bye)) != (ssize_t)strlen(bye)) {
-				probe_done(p, false, "write failed");
+			if (p->login) {
+				if (!probe_send_login(p))
+					return true;
+			} else if (!probe_send_logout(p)) {
 				return true;
 			}
-			p->step = PROBE_LOGOUT;
+		} else if (p->step == PROBE_USER || p->step == PROBE_LOGIN) {
+			bool tagged = p->pop3 || str_has_prefix_nocase(line, STR("l "));
+			if (tagged) {
+				bool ok = p->pop3 ? str_has_prefix_nocase(line, STR("+OK")) :
+						    str_has_prefix_nocase(line, STR("l OK"));
+				if (!ok) {
+					char safe[100], why[160];
+					str_sanitize(line, safe, sizeof(safe));
+					str_printf(why, sizeof(why), "check login as %s failed: %s",
+						   p->user, safe);
+					probe_done(p, false, why);
+					return true;
+				}
+				if (p->step == PROBE_USER) {
+					if (!probe_write_pass(p))
+						return true;
+				} else if (!probe_send_logout(p)) {
+					return true;
+				}
+			}
 		} else if (p->pop3 ? str_has_prefix_nocase(line, STR("+OK")) :
 			   str_has_prefix_nocase(line, STR("h OK"))) {
 			probe_done(p, true, NULL);
@@ -204,6 +293,20 @@ static void probe_event(struct conn *conn, enum conn_event ev, void *context)
 			probe_done(p, false, why);
 			return;
 		}
+		if (p->be->set->ssl == BACKEND_SSL_YES && p->be->ssl_ctx != NULL) {
+			char terr[TLS_ERROR_MAX];
+			const struct backend_settings *bs = p->be->set;
+			SSL *ssl = tls_client_ssl_new(p->be->ssl_ctx,
+						      bs->ssl_host[0] != '\0' ?
+						      bs->ssl_host : bs->host,
+						      terr, sizeof(terr));
+			if (ssl == NULL || conn_start_tls(conn, ssl, false) < 0) {
+				probe_done(p, false, "TLS setup failed");
+				return;
+			}
+			p->step = PROBE_TLS;
+			return;
+		}
 		p->step = PROBE_GREETING;
 		conn_want(conn, true, false);
 		return;
@@ -225,15 +328,26 @@ static void probe_event(struct conn *conn, enum conn_event ev, void *context)
 				return;
 		}
 	case CONN_EV_TLS_READY:
-	case CONN_EV_ERROR:
+		if (p->step == PROBE_TLS) {
+			p->step = PROBE_GREETING;
+			conn_want(conn, true, false);
+			return;
+		}
 		probe_done(p, false, "TLS failed");
 		return;
+	case CONN_EV_ERROR: {
+		char why[200];
+		str_printf(why, sizeof(why), "TLS failed: %s", conn_error(conn));
+		probe_done(p, false, why);
+		return;
+	}
 	}
 }
 
 static void probe_start(struct backend_health *bh, const struct proxy_backend *be,
-			uint64_t timeout_msecs)
+			const struct proxy_config *cfg)
 {
+	uint64_t timeout_msecs = cfg->set.health_timeout_msecs;
 	struct net_addr addr = be->addr;
 	char err[NET_ERROR_MAX];
 	bool pop3 = be->set->imap_port == 0;
@@ -252,6 +366,17 @@ static void probe_start(struct backend_health *bh, const struct proxy_backend *b
 	struct probe *p = xcalloc(1, sizeof(*p));
 	p->bh = bh;
 	p->pop3 = pop3;
+	p->be = be;
+	/* a password only over TLS or to a backend without TLS (a trusted
+	 * network); STARTTLS backends get the greeting check */
+	if (cfg->set.health_user != NULL && cfg->set.health_user[0] != '\0' &&
+	    be->set->ssl != BACKEND_SSL_STARTTLS) {
+		p->login = true;
+		str_copy(str_cstr(cfg->set.health_user), p->user, sizeof(p->user));
+		str_copy(str_cstr(cfg->set.health_password != NULL ?
+				  cfg->set.health_password : ""),
+			 p->password, sizeof(p->password));
+	}
 	p->input = buf_new(256, HEALTH_LINE_MAX);
 	p->conn = conn_new(health.base, fd, probe_event, p);
 	p->timer = net_timer_new(health.base, probe_timeout, p);
@@ -259,6 +384,8 @@ static void probe_start(struct backend_health *bh, const struct proxy_backend *b
 	conn_want(p->conn, false, true);
 	bh->probe = p;
 }
+
+static unsigned int passive_take(const char *backend);
 
 static void health_tick(void *context)
 {
@@ -286,9 +413,15 @@ static void health_tick(void *context)
 	health.count = cfg->backend_count;
 
 	for (size_t i = 0; i < cfg->backend_count; i++) {
+		unsigned int failed = passive_take(health.backends[i].name);
+		if (failed > 0) {
+			/* logins could not connect: a failed check of its own */
+			char why[96];
+			str_printf(why, sizeof(why), "%u logins could not connect", failed);
+			health_result(&health.backends[i], false, why);
+		}
 		if (health.backends[i].probe == NULL)
-			probe_start(&health.backends[i], &cfg->backends[i],
-				    cfg->set.health_timeout_msecs);
+			probe_start(&health.backends[i], &cfg->backends[i], cfg);
 	}
 	net_timer_start(health.tick, (unsigned int)cfg->set.health_interval_msecs,
 			false);
@@ -315,4 +448,51 @@ void health_stop(void)
 	health.backends = NULL;
 	health.count = 0;
 	net_timer_free(&health.tick);
+}
+
+/* ---- passive health ------------------------------------------------------ */
+
+/* Failed connects of logins since the last round, per backend name. A
+ * small table under a mutex: it is touched only when a connect fails. */
+#define PASSIVE_MAX 256
+static struct {
+	pthread_mutex_t lock;
+	struct {
+		char name[DIRECTOR_NAME_MAX];
+		unsigned int count;
+	} entries[PASSIVE_MAX];
+	size_t count;
+} passive = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+void health_passive_failure(const char *backend)
+{
+	pthread_mutex_lock(&passive.lock);
+	size_t i = 0;
+	while (i < passive.count && strcmp(passive.entries[i].name, backend) != 0)
+		i++;
+	if (i == passive.count && passive.count < PASSIVE_MAX) {
+		str_copy(str_cstr(backend), passive.entries[i].name,
+			 sizeof(passive.entries[i].name));
+		passive.entries[i].count = 0;
+		passive.count++;
+	}
+	if (i < passive.count)
+		passive.entries[i].count++;
+	pthread_mutex_unlock(&passive.lock);
+}
+
+/* Takes (and resets) backend's count. */
+static unsigned int passive_take(const char *backend)
+{
+	unsigned int n = 0;
+	pthread_mutex_lock(&passive.lock);
+	for (size_t i = 0; i < passive.count; i++) {
+		if (strcmp(passive.entries[i].name, backend) == 0) {
+			n = passive.entries[i].count;
+			passive.entries[i] = passive.entries[--passive.count];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&passive.lock);
+	return n;
 }

@@ -105,6 +105,8 @@ struct proxy_settings {
 	unsigned int director_store;    /* enum director_store */
 	uint64_t director_max_load;     /* percent; 0 = off */
 	char *director_backend_template;
+	char *health_user;
+	char *health_password;
 	char *admin_listen;
 	char *admin_token;
 	uint64_t director_flush_batch;   /* 0 = all at once */

@@ -97,3 +97,64 @@ def test_admin_down_is_not_undone_by_health(mailring_proxy, dovecot_backend,
                        capture_output=True, timeout=10)
     assert b'"name":"b2","state":"down"' in r.stdout, r.stdout
     assert not p.log_lines(r"health: backend b2 is up again")
+
+
+def test_check_user_login(mailring_proxy, dovecot_backend):
+    """health_user: each check logs in as that user and logs out (the
+    backend logs a normal login and logout); a check user the backend
+    refuses takes the backend down, with the backend's answer in the
+    log line and no password anywhere in the log."""
+    b = dovecot_backend()
+    p = mailring_proxy(backends=[{"dovecot": b, "name": "b1"}],
+                       settings=dict(HEALTH, health_user="user7",
+                                     health_password="pass"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len(re.findall(r"imap\(user7\)<\d+><[^>]*>: Info: Logged out",
+                          b.log_text())) >= 2:
+            break
+        time.sleep(0.1)
+    text = b.log_text()
+    assert len(re.findall(r"imap-login: Info: Login: user=<user7>", text)) >= 2
+    assert len(re.findall(r"imap\(user7\).*Logged out", text)) >= 2
+    assert not p.log_lines(r"health: backend b1 is down")
+
+    bad = mailring_proxy(backends=[{"dovecot": b, "name": "b1"}],
+                         settings=dict(HEALTH, health_user="user7",
+                                       health_password="wrong-secret"))
+    line = bad.wait_log(r"health: backend b1 is down after 2 failed checks",
+                        timeout=10)[0]
+    assert "check login as user7 failed: l NO" in line, line
+    assert "wrong-secret" not in bad.log_text()
+
+
+def test_failed_login_connects_count_as_failed_checks(mailring_proxy,
+                                                      dovecot_backend,
+                                                      mail_root):
+    """Passive health: logins that cannot connect to a backend count as a
+    failed check at the next round, before that round's own check."""
+    b1 = dovecot_backend(mail_root=mail_root)
+    b2 = dovecot_backend(mail_root=mail_root)
+    p = mailring_proxy(backends=[{"dovecot": b1, "name": "b1"},
+                                 {"dovecot": b2, "name": "b2"}],
+                       settings={"health_interval": "3s",
+                                 "health_timeout": "500ms",
+                                 "health_fall": 1, "health_rise": 1})
+    # the first round ran at start; the next is 3 s later: log in, kill
+    # and fail well before it
+    t0 = time.monotonic()
+    users = ["user%d" % i for i in range(1, 13)]
+    for u in users:
+        _login_logout(p, u)
+    on_b2 = [u for u in users if _backend_of(p, u) == "b2"]
+    assert on_b2
+    b2.kill()
+    for u in on_b2[:3]:
+        try:
+            _login_logout(p, u)
+        except Exception:
+            pass      # the mapped backend refuses: the login may fail
+    assert time.monotonic() - t0 < 2.5, "too slow to beat the next round"
+    line = p.wait_log(r"health: backend b2 is down after 1 failed checks",
+                      timeout=6)[0]
+    assert "logins could not connect" in line, line

@@ -106,3 +106,26 @@ passdb {
     _, tagged = r.command("a", "LOGIN user9 frontpw")
     assert tagged.startswith(b"a NO"), tagged
     r.close()
+
+
+def test_health_checks_speak_tls_to_implicit_tls_backends(mailring_proxy,
+                                                         dovecot_backend):
+    """A backend with ssl = yes is checked over TLS (handshake, greeting,
+    check-user login, LOGOUT): it stays up, and Dovecot logs the check
+    user's logins as TLS ones."""
+    b = dovecot_backend(ssl=True)
+    p = mailring_proxy(backends=[{"dovecot": b, "name": "b1",
+                                  "imap_port": b.imaps_port, "ssl": "yes",
+                                  "ssl_ca": b.cert, "ssl_host": "localhost"}],
+                       settings={"health_interval": "300ms",
+                                 "health_timeout": "1s", "health_fall": 2,
+                                 "health_user": "user9",
+                                 "health_password": "pass"})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len(re.findall(r"Login: user=<user9>.*TLS", b.log_text())) >= 3:
+            break
+        time.sleep(0.1)
+    assert len(re.findall(r"Login: user=<user9>.*TLS", b.log_text())) >= 3
+    assert not p.log_lines(r"health: backend b1 is down")
+    _login_ok(p)
