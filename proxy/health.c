@@ -51,7 +51,8 @@ struct probe {
 	enum probe_step step;
 	bool pop3;
 	bool login;           /* log in as health_user first */
-	const struct proxy_backend *be; /* of the config generation of the round */
+	const struct proxy_backend *be; /* in cfg */
+	struct proxy_config *cfg;       /* held: a reload must not free be */
 	char user[256];
 	char password[256];
 	struct buf *input;
@@ -93,6 +94,9 @@ static void probe_free(struct probe **pp)
 	conn_free(&p->conn);
 	net_timer_free(&p->timer);
 	buf_free(&p->input);
+	if (p->cfg != NULL)
+		proxy_config_unref(&p->cfg);
+	explicit_bzero(p->password, sizeof(p->password));
 	free(p);
 }
 
@@ -367,6 +371,8 @@ static void probe_start(struct backend_health *bh, const struct proxy_backend *b
 	p->bh = bh;
 	p->pop3 = pop3;
 	p->be = be;
+	/* the round's generation (current: we are on the main thread) */
+	p->cfg = proxy_config_ref();
 	/* a password only over TLS or to a backend without TLS (a trusted
 	 * network); STARTTLS backends get the greeting check */
 	if (cfg->set.health_user != NULL && cfg->set.health_user[0] != '\0' &&
