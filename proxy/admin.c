@@ -282,48 +282,53 @@ static unsigned int route_update(struct admin_request *req, struct buf *out,
 	return answer_status(directing_set_weight(backend, (unsigned int)weight, out), out);
 }
 
-static unsigned int route_up_down(struct admin_request *req, struct buf *out,
-				  bool up)
+/* The POST routes whose body names one backend. */
+enum backend_op {
+	BACKEND_OP_UP = 0,
+	BACKEND_OP_DOWN,
+	BACKEND_OP_DRAIN,
+	BACKEND_OP_FLUSH,
+	BACKEND_OP_REMOVE,
+};
+
+static unsigned int backend_op(struct admin_request *req, struct buf *out,
+			       enum backend_op op)
 {
 	const char *backend = body_str(req, "backend");
+	int ret = -1;
+
 	if (!valid_backend(backend))
 		return answer_error(out, 400, "field backend missing or invalid");
-	return answer_status(directing_set_up(backend, up, out), out);
+	switch (op) {
+	case BACKEND_OP_UP:
+	case BACKEND_OP_DOWN:
+		ret = directing_set_up(backend, op == BACKEND_OP_UP, out);
+		break;
+	case BACKEND_OP_DRAIN:
+		ret = directing_set_weight(backend, 0, out);
+		break;
+	case BACKEND_OP_FLUSH:
+		ret = directing_flush(backend, admin.base, out);
+		break;
+	case BACKEND_OP_REMOVE:
+		ret = directing_remove(backend, out);
+		break;
+	}
+	return answer_status(ret, out);
 }
 
-static unsigned int route_up(struct admin_request *req, struct buf *out,
-			     const char **ct)
-{
-	(void)ct;
-	return route_up_down(req, out, true);
-}
-
-static unsigned int route_down(struct admin_request *req, struct buf *out,
-			       const char **ct)
-{
-	(void)ct;
-	return route_up_down(req, out, false);
-}
-
-static unsigned int route_drain(struct admin_request *req, struct buf *out,
-				const char **ct)
-{
-	const char *backend = body_str(req, "backend");
-	(void)ct;
-	if (!valid_backend(backend))
-		return answer_error(out, 400, "field backend missing or invalid");
-	return answer_status(directing_set_weight(backend, 0, out), out);
-}
-
-static unsigned int route_flush(struct admin_request *req, struct buf *out,
-				const char **ct)
-{
-	const char *backend = body_str(req, "backend");
-	(void)ct;
-	if (!valid_backend(backend))
-		return answer_error(out, 400, "field backend missing or invalid");
-	return answer_status(directing_flush(backend, admin.base, out), out);
-}
+#define BACKEND_ROUTE(fn, op)                                                  \
+	static unsigned int fn(struct admin_request *req, struct buf *out,     \
+			       const char **ct)                                \
+	{                                                                      \
+		(void)ct;                                                      \
+		return backend_op(req, out, op);                               \
+	}
+BACKEND_ROUTE(route_up, BACKEND_OP_UP)
+BACKEND_ROUTE(route_down, BACKEND_OP_DOWN)
+BACKEND_ROUTE(route_drain, BACKEND_OP_DRAIN)
+BACKEND_ROUTE(route_flush, BACKEND_OP_FLUSH)
+BACKEND_ROUTE(route_remove, BACKEND_OP_REMOVE)
 
 static unsigned int route_move(struct admin_request *req, struct buf *out,
 			       const char **ct)
@@ -360,16 +365,6 @@ static unsigned int route_add(struct admin_request *req, struct buf *out,
 	    weight > ADMIN_WEIGHT_MAX)
 		return answer_error(out, 400, "field weight not 0..1000000");
 	return answer_status(directing_add(backend, (unsigned int)weight, out), out);
-}
-
-static unsigned int route_remove(struct admin_request *req, struct buf *out,
-				 const char **ct)
-{
-	const char *backend = body_str(req, "backend");
-	(void)ct;
-	if (!valid_backend(backend))
-		return answer_error(out, 400, "field backend missing or invalid");
-	return answer_status(directing_remove(backend, out), out);
 }
 
 /* Prometheus label value: \\, \" and \n escaped. */

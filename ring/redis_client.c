@@ -172,6 +172,17 @@ static void rc_connect_timeout(void *context)
 	rc_fail(rc, why);
 }
 
+/* ac is going (hiredis frees it after the callback): drop our pointer. */
+static void rc_forget_context(struct redis_client *rc, const redisAsyncContext *ac)
+{
+	if (ac == rc->cmd)
+		rc->cmd = NULL;
+	else if (ac == rc->sub)
+		rc->sub = NULL;
+	else if (ac == rc->sentinel)
+		rc->sentinel = NULL;
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
 	struct redis_client *rc = ac->data;
@@ -179,13 +190,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 
 	if (rc == NULL || status == REDIS_OK)
 		return;
-	/* hiredis frees ac after this callback */
-	if (ac == rc->cmd)
-		rc->cmd = NULL;
-	else if (ac == rc->sub)
-		rc->sub = NULL;
-	else if (ac == rc->sentinel)
-		rc->sentinel = NULL;
+	rc_forget_context(rc, ac); /* hiredis frees ac after this callback */
 	str_printf(why, sizeof(why), "redis %s: connect failed: %s",
 		   rc->master[0] != '\0' ? rc->master : "sentinel",
 		   ac->errstr[0] != '\0' ? ac->errstr : "error");
@@ -200,12 +205,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	(void)status;
 	if (rc == NULL)
 		return; /* freed by us */
-	if (ac == rc->cmd)
-		rc->cmd = NULL;
-	else if (ac == rc->sub)
-		rc->sub = NULL;
-	else if (ac == rc->sentinel)
-		rc->sentinel = NULL;
+	rc_forget_context(rc, ac);
 	str_printf(why, sizeof(why), "redis %s: connection lost: %s",
 		   rc->master, ac->errstr[0] != '\0' ? ac->errstr : "closed");
 	rc_fail(rc, why);
