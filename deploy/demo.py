@@ -12,6 +12,7 @@ demo and the tests configure Dovecot the same way.
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +85,9 @@ def write_proxy_conf(root, backends):
 def port_busy(port):
     import socket
     s = socket.socket()
+    # as the proxy binds: connections of a demo just stopped (TIME_WAIT)
+    # do not make the port busy, a listener does
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return False
@@ -146,7 +150,12 @@ def main():
         cli = os.path.join(build, "mailring")
         sock = os.path.join(root, "admin.sock")
         print("The director (where users go, and the operator's controls):")
-        print("  %s -s %s status" % (cli, sock))
+        print("  $ %s -s %s status" % (cli, sock))
+        # what it says now: the backends, their state, weights, users
+        status = subprocess.run([cli, "-s", sock, "status"],
+                                capture_output=True, text=True, timeout=10)
+        for line in (status.stdout or status.stderr).splitlines():
+            print("    " + line)
         print("  %s -s %s map user1" % (cli, sock))
         print("  %s -s %s move user1 backend2" % (cli, sock))
         print("  %s -s %s drain backend3" % (cli, sock))
