@@ -978,7 +978,7 @@ void client_destroy(struct client *c, const char *reason)
 	xfree(&c->pinned_host);
 	xfree(&c->id_fields);
 	if (c->director_registered)
-		directing_session_end(c->director_key);
+		directing_session_end(c->director_key, c->backend->set->name);
 	xfree(&c->director_key);
 	xfree(&c->tag);
 	if (c->iplimit_held)

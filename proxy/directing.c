@@ -282,7 +282,7 @@ bool directing_session_begin(const char *user_key, const char *backend,
 	bool ok = mapped != NULL && strcmp(mapped, backend) == 0;
 	if (mapped != NULL && !ok) {
 		/* counted on the other backend: undo, the caller drops this */
-		director_session_end(dir, str_cstr(user_key), now_msecs());
+		director_session_end(dir, str_cstr(user_key), mapped, now_msecs());
 	}
 	pthread_mutex_unlock(&lock);
 	if (ok && shared)
@@ -290,17 +290,18 @@ bool directing_session_begin(const char *user_key, const char *backend,
 	return ok;
 }
 
-void directing_session_end(const char *user_key)
+void directing_session_end(const char *user_key, const char *backend)
 {
-	char backend[DIRECTOR_NAME_MAX];
+	char mapped[DIRECTOR_NAME_MAX];
 	unsigned int sessions = 0;
 	pthread_mutex_lock(&lock);
-	bool mapped = director_user_lookup(dir, str_cstr(user_key), now_msecs(),
-					   backend, &sessions);
-	director_session_end(dir, str_cstr(user_key), now_msecs());
+	bool counted = director_user_lookup(dir, str_cstr(user_key), now_msecs(),
+					    mapped, &sessions) &&
+		       sessions > 0 && strcmp(mapped, backend) == 0;
+	director_session_end(dir, str_cstr(user_key), backend, now_msecs());
 	dirty = true;
 	pthread_mutex_unlock(&lock);
-	if (shared && mapped && sessions > 0)
+	if (shared && counted)
 		dredis_session(user_key, backend, -1);
 }
 

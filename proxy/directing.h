@@ -86,7 +86,8 @@ size_t directing_route(const char *user_key, const char *tag,
  * a login routed while degraded is checked by the ring afterwards. */
 bool directing_session_begin(const char *user_key, const char *backend,
 			     bool ring_routed);
-void directing_session_end(const char *user_key);
+/* A session of user_key on backend ended (one whose begin returned true). */
+void directing_session_end(const char *user_key, const char *backend);
 /* The user's mapped backend refused connections: drop the mapping if the
  * user has no open session (then I1 allows placing it anew). Returns true
  * when dropped. */

@@ -47,7 +47,13 @@
 #define LOOKUP_RETRY_MSECS 100
 #define LOOKUP_KICK_RETRIES 3
 #define ACK_POLL_MSECS 50
-#define ASSERT_BATCH 20
+/* users per re-assertion script: 3 arguments each, plus the TTL and
+ * EVAL's own 4 */
+#define ASSERT_BATCH 60
+/* backends per seeding script: 5 arguments each */
+#define SEED_CHUNK 48
+_Static_assert(1 + 3 * ASSERT_BATCH + 4 <= REDIS_ARGS_MAX, "assert batch");
+_Static_assert(5 * SEED_CHUNK + 4 <= REDIS_ARGS_MAX, "seed chunk");
 #define LIVE_PROXIES_MAX 64
 #define USER_MAX 256
 
@@ -61,6 +67,16 @@
 	"local function ukey(u) return P .. 'u:' .. u end\n" \
 	"local function live(dead) local now = now_ms()\n" \
 	"  return redis.call('ZRANGEBYSCORE', P .. 'proxies', now - dead, '+inf') end\n" \
+	"local function valid(m_b, m_g)\n" \
+	"  if not m_b then return false end\n" \
+	"  local b = redis.call('HMGET', bkey(m_b), 'g', 's', 'fl')\n" \
+	"  return b[1] == m_g and b[2] == 'up' and (not b[3] or b[3] == '0')\n" \
+	"end\n" \
+	"local function takes(name)\n" \
+	"  local b = redis.call('HMGET', bkey(name), 'g', 's', 'fl')\n" \
+	"  if b[1] and b[2] == 'up' and (not b[3] or b[3] == '0') then return b[1] end\n" \
+	"  return nil\n" \
+	"end\n" \
 	"local function flush_finish(name)\n" \
 	"  local k = bkey(name)\n" \
 	"  local fs = redis.call('HGET', k, 'fs')\n" \
@@ -74,7 +90,7 @@
 	"  end\n" \
 	"  redis.call('HDEL', k, 'fs', 'fat')\n" \
 	"  local n = redis.call('SCARD', P .. 'bu:' .. name)\n" \
-	"  redis.call('DEL', P .. 'bu:' .. name)\n" \
+	"  redis.call('UNLINK', P .. 'bu:' .. name)\n" \
 	"  redis.call('PUBLISH', P .. 'events', 'backends')\n" \
 	"  return n\n" \
 	"end\n" \
@@ -132,31 +148,42 @@ static const char lua_route[] = LUA_COMMON
 
 /* ARGV: P user backend delta ttl -> 1 counted | 0 nothing to count |
  * "elsewhere BACKEND": a session that started on backend (routed while
- * degraded) finds the ring mapping the user elsewhere (I1 conflict) */
+ * degraded) finds the ring mapping the user elsewhere (I1 conflict). A
+ * mapping of an older generation of its backend (flushed, down) counts
+ * as none. */
 static const char lua_session[] = LUA_COMMON
-	"local k = ukey(ARGV[2])\n"
+	"local user, backend = ARGV[2], ARGV[3]\n"
+	"local k = ukey(user)\n"
 	"local delta = tonumber(ARGV[4])\n"
-	"local m = redis.call('HMGET', k, 'b', 's')\n"
-	"if not m[1] then\n"
-	"  if delta <= 0 or m[2] == 'm' then return 0 end\n"
-	"  local b = redis.call('HMGET', bkey(ARGV[3]), 'g', 's', 'fl')\n"
-	"  if not (b[1] and b[2] == 'up' and (not b[3] or b[3] == '0')) then return 0 end\n"
-	"  redis.call('HSET', k, 'b', ARGV[3], 'g', b[1], 's', 'n', 'n', 1)\n"
-	"  redis.call('PEXPIRE', k, tonumber(ARGV[5]))\n"
-	"  redis.call('SADD', P .. 'bu:' .. ARGV[3], ARGV[2])\n"
-	"  redis.call('PUBLISH', P .. 'events', 'map ' .. ARGV[3] .. ' ' .. ARGV[2])\n"
+	"local ttl = tonumber(ARGV[5])\n"
+	"local m = redis.call('HMGET', k, 'b', 's', 'g')\n"
+	"if m[2] == 'm' then return 0 end\n"
+	"if valid(m[1], m[3]) then\n"
+	"  if m[1] ~= backend then\n"
+	"    if delta > 0 then return 'elsewhere ' .. m[1] end\n"
+	"    return 0\n"
+	"  end\n"
+	"  local n = redis.call('HINCRBY', k, 'n', delta)\n"
+	"  if n < 0 then redis.call('HSET', k, 'n', 0) end\n"
+	"  redis.call('PEXPIRE', k, ttl)\n"
 	"  return 1\n"
 	"end\n"
-	"if m[1] ~= ARGV[3] then\n"
-	"  if delta > 0 then return 'elsewhere ' .. m[1] end\n"
-	"  return 0\n"
-	"end\n"
-	"local n = redis.call('HINCRBY', k, 'n', delta)\n"
-	"if n < 0 then redis.call('HSET', k, 'n', 0) end\n"
-	"if m[2] ~= 'm' then redis.call('PEXPIRE', k, tonumber(ARGV[5])) end\n"
+	"if delta <= 0 then return 0 end\n"
+	"local g = takes(backend)\n"
+	"if not g then return 0 end\n"
+	"if m[1] then redis.call('SREM', P .. 'bu:' .. m[1], user) end\n"
+	"redis.call('DEL', k)\n"
+	"redis.call('HSET', k, 'b', backend, 'g', g, 's', 'n', 'n', 1)\n"
+	"redis.call('PEXPIRE', k, ttl)\n"
+	"redis.call('SADD', P .. 'bu:' .. backend, user)\n"
+	"redis.call('PUBLISH', P .. 'events', 'map ' .. backend .. ' ' .. user)\n"
 	"return 1\n";
 
-/* ARGV: P ttl (user backend sessions)... -> conflicts {user, ring's backend}... */
+/* ARGV: P ttl (user backend sessions)... -> conflicts {user, ring's backend}...
+ * The mappings of this proxy's live sessions: refreshed when the ring
+ * agrees, made again where it lost them (set-if-absent; a mapping of an
+ * older generation of its backend counts as lost), a conflict where the
+ * ring maps the user elsewhere or the backend cannot take it. */
 static const char lua_assert[] = LUA_COMMON
 	"local ttl = tonumber(ARGV[2])\n"
 	"local out = {}\n"
@@ -164,22 +191,28 @@ static const char lua_assert[] = LUA_COMMON
 	"for i = 3, #ARGV - 2, 3 do\n"
 	"  local user, backend, n = ARGV[i], ARGV[i + 1], ARGV[i + 2]\n"
 	"  local k = ukey(user)\n"
-	"  local m = redis.call('HMGET', k, 'b', 's')\n"
-	"  if not m[1] and m[2] ~= 'm' then\n"
-	"    local b = redis.call('HMGET', bkey(backend), 'g', 's', 'fl')\n"
-	"    if b[1] and b[2] == 'up' and (not b[3] or b[3] == '0') then\n"
-	"      redis.call('HSET', k, 'b', backend, 'g', b[1], 's', 'n', 'n', n)\n"
+	"  local m = redis.call('HMGET', k, 'b', 's', 'g')\n"
+	"  if m[2] == 'm' then\n"
+	"    -- being moved: the round closes our sessions\n"
+	"  elseif valid(m[1], m[3]) then\n"
+	"    if m[1] == backend then\n"
+	"      redis.call('PEXPIRE', k, ttl)\n"
+	"      table.insert(alive, backend) table.insert(alive, user)\n"
+	"    else\n"
+	"      table.insert(out, user) table.insert(out, m[1])\n"
+	"    end\n"
+	"  else\n"
+	"    local g = takes(backend)\n"
+	"    if g then\n"
+	"      if m[1] then redis.call('SREM', P .. 'bu:' .. m[1], user) end\n"
+	"      redis.call('DEL', k)\n"
+	"      redis.call('HSET', k, 'b', backend, 'g', g, 's', 'n', 'n', n)\n"
 	"      redis.call('PEXPIRE', k, ttl)\n"
 	"      redis.call('SADD', P .. 'bu:' .. backend, user)\n"
 	"      table.insert(alive, backend) table.insert(alive, user)\n"
 	"    else\n"
 	"      table.insert(out, user) table.insert(out, '')\n"
 	"    end\n"
-	"  elseif m[1] ~= backend then\n"
-	"    table.insert(out, user) table.insert(out, m[1] or '')\n"
-	"  elseif m[2] ~= 'm' then\n"
-	"    redis.call('PEXPIRE', k, ttl)\n"
-	"    table.insert(alive, backend) table.insert(alive, user)\n"
 	"  end\n"
 	"end\n"
 	"if #alive > 0 then redis.call('PUBLISH', P .. 'events', 'alive ' .. table.concat(alive, ' ')) end\n"
@@ -508,6 +541,7 @@ static struct {
 	/* store-thread state */
 	struct net_timer *heartbeat;
 	struct net_timer *refresh;
+	struct net_timer *reconcile_timer;
 	struct round *rounds;
 	struct paced_flush *flushes;
 	size_t flush_batch;
@@ -632,6 +666,8 @@ static bool ring_has(const struct redisReply *r, const char *name)
 static void apply_backends(const struct redisReply *r)
 {
 	bool changed = false;
+	char went_down[64][DIRECTOR_NAME_MAX];
+	size_t went_down_count = 0;
 
 	pthread_mutex_lock(dr.dir_lock);
 	/* run-time backends another proxy removed */
@@ -665,11 +701,24 @@ static void apply_backends(const struct redisReply *r)
 		bool up = strcmp(reply_str(b->element[3]), "up") == 0;
 		if (info.weight != weight)
 			director_backend_set_weight(dr.dir, name, weight);
-		if ((info.state == DIRECTOR_BACKEND_UP) != up)
+		if ((info.state == DIRECTOR_BACKEND_UP) != up) {
 			director_backend_set_state(dr.dir, name, up ? DIRECTOR_BACKEND_UP :
 							     DIRECTOR_BACKEND_DOWN);
+			if (!up && went_down_count < 64)
+				str_copy(str_cstr(name), went_down[went_down_count++],
+					 DIRECTOR_NAME_MAX);
+		}
 	}
 	pthread_mutex_unlock(dr.dir_lock);
+	/* sessions left on a backend the ring took down while we could not
+	 * hear its kick (I4 after an outage) */
+	for (size_t i = 0; i < went_down_count; i++) {
+		unsigned int kicked = proxy_kick(NULL, went_down[i], "Backend is down.",
+						 true);
+		if (kicked > 0)
+			log_warnx("director: backend %s is down in the ring: closed %u "
+				  "sessions left on it", went_down[i], kicked);
+	}
 	if (changed)
 		directing_request_reconfigure("the ring's backend set changed");
 }
@@ -686,30 +735,82 @@ static void load_backends(void)
 	eval(lua_load, on_load, NULL, 0, NULL);
 }
 
-/* Seeds our backends (weight, tag, state) where the ring lacks them. */
-static void seed_backends(redis_reply_fn *cb, void *ctx)
-{
-	const char *args[REDIS_ARGS_MAX];
-	char weights[REDIS_ARGS_MAX / 5][16];
-	struct director_backend_info info[REDIS_ARGS_MAX / 5];
-	int n = 0;
+/* A backend to seed into the ring when the ring lacks it. */
+struct seed_entry {
+	char name[DIRECTOR_NAME_MAX];
+	char tag[DIRECTOR_NAME_MAX];
+	char host[DIRECTOR_HOST_MAX];
+	char weight[16];
+	bool up;
+};
 
+typedef void seed_done_fn(bool ok);
+
+struct seed_run {
+	unsigned int pending;
+	bool failed;
+	seed_done_fn *done;
+};
+
+static void on_seed_chunk(const struct redisReply *reply, void *ctx)
+{
+	struct seed_run *run = ctx;
+	if (reply == NULL || redis_reply_error(reply) != NULL) {
+		if (reply != NULL)
+			log_warnx("director: seeding the ring failed: %s", reply->str);
+		run->failed = true;
+	}
+	if (--run->pending > 0)
+		return;
+	if (run->done != NULL)
+		run->done(!run->failed);
+	free(run);
+}
+
+/* Seeds entries (any number, SEED_CHUNK per script) where the ring lacks
+ * them; done(ok) after the last answer. */
+static void seed_entries(const struct seed_entry *e, size_t count,
+			 seed_done_fn *done)
+{
+	struct seed_run *run = xcalloc(1, sizeof(*run));
+
+	run->done = done;
+	run->pending = 1; /* ours, dropped below */
+	for (size_t first = 0; first < count; first += SEED_CHUNK) {
+		const char *args[REDIS_ARGS_MAX];
+		int n = 0;
+		for (size_t i = first; i < count && i < first + SEED_CHUNK; i++) {
+			args[n++] = e[i].name;
+			args[n++] = e[i].weight;
+			args[n++] = e[i].tag;
+			args[n++] = e[i].up ? "up" : "down";
+			args[n++] = e[i].host;
+		}
+		run->pending++;
+		eval(lua_seed, on_seed_chunk, run, n, args);
+	}
+	struct redisReply ok = { .type = REDIS_REPLY_INTEGER };
+	on_seed_chunk(&ok, run);
+}
+
+/* Seeds our backends (weight, tag, state, host) where the ring lacks them. */
+static void seed_backends(seed_done_fn *done)
+{
 	pthread_mutex_lock(dr.dir_lock);
 	size_t count = director_backend_count(dr.dir);
-	if (count > REDIS_ARGS_MAX / 5 - 1)
-		count = REDIS_ARGS_MAX / 5 - 1;
-	for (size_t i = 0; i < count; i++)
-		director_backend_get(dr.dir, i, &info[i]);
-	pthread_mutex_unlock(dr.dir_lock);
+	struct seed_entry *e = xcalloc(count + 1, sizeof(*e));
 	for (size_t i = 0; i < count; i++) {
-		u64_str(info[i].weight, weights[i], sizeof(weights[i]));
-		args[n++] = info[i].name;
-		args[n++] = weights[i];
-		args[n++] = info[i].tag;
-		args[n++] = info[i].state == DIRECTOR_BACKEND_UP ? "up" : "down";
-		args[n++] = info[i].host;
+		struct director_backend_info info;
+		director_backend_get(dr.dir, i, &info);
+		str_copy(str_cstr(info.name), e[i].name, sizeof(e[i].name));
+		str_copy(str_cstr(info.tag), e[i].tag, sizeof(e[i].tag));
+		str_copy(str_cstr(info.host), e[i].host, sizeof(e[i].host));
+		u64_str(info.weight, e[i].weight, sizeof(e[i].weight));
+		e[i].up = info.state == DIRECTOR_BACKEND_UP;
 	}
-	eval(lua_seed, cb, ctx, n, args);
+	pthread_mutex_unlock(dr.dir_lock);
+	seed_entries(e, count, done);
+	free(e);
 }
 
 /* ---- heartbeats ------------------------------------------------------------- */
@@ -744,23 +845,33 @@ static void heartbeat_tick(void *context)
 /* ---- re-assertion (refresh, reconcile) -------------------------------------- */
 
 struct assert_batch {
-	const char *args[REDIS_ARGS_MAX];
 	char store[ASSERT_BATCH][3][USER_MAX];
 	int n;
-	size_t users;
-	unsigned int *pending;
 };
 
+/* One re-assertion: the batches go one after the other (never a burst of
+ * scripts that would time out queued behind each other). */
 struct assert_run {
-	unsigned int pending;        /* EVALs under way */
+	struct assert_batch *batches;
+	size_t count;
+	size_t alloc;
+	size_t next;
 	bool reconcile;
+	bool failed;
 	size_t users;
 	size_t conflicts;
 };
 
+static void reconcile_retry(void *context);
+
 static void assert_done(struct assert_run *run)
 {
-	if (run->reconcile) {
+	if (run->reconcile && run->failed) {
+		/* not reconciled: stay degraded and try again */
+		log_warnx("director: reconciling with the redis store failed; "
+			  "retrying");
+		net_timer_start(dr.reconcile_timer, 1000, false);
+	} else if (run->reconcile) {
 		dr.reconciling = false;
 		atomic_store(&dr.degraded, false);
 		atomic_store(&dr.authoritative, true);
@@ -768,106 +879,109 @@ static void assert_done(struct assert_run *run)
 			   "sessions re-asserted, %zu conflicts resolved",
 			   run->users, run->conflicts);
 	}
+	free(run->batches);
 	free(run);
 }
+
+static void assert_send_next(struct assert_run *run);
 
 static void on_assert(const struct redisReply *reply, void *ctx)
 {
 	struct assert_run *run = ctx;
 
-	if (reply_is_array(reply, 0)) {
-		for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-			const char *user = reply_str(reply->element[i]);
-			const char *ring = reply_str(reply->element[i + 1]);
-			char local[DIRECTOR_NAME_MAX];
-			unsigned int sessions = 0;
-			bool have;
-			/* the ring's mapping wins (first writer): our sessions
-			 * of the user on another backend go (I1) */
-			pthread_mutex_lock(dr.dir_lock);
-			have = director_user_lookup(dr.dir, str_cstr(user), now_msecs(),
-						    local, &sessions);
-			director_forget(dr.dir, str_cstr(user));
-			dr.kick_seq++;
-			pthread_mutex_unlock(dr.dir_lock);
-			unsigned int kicked = proxy_kick(user, have ? local : NULL,
-							 "Moved to another server.",
-							 false);
-			log_warnx("director: user %s: the ring maps it to %s, we had "
-				  "%u sessions on %s: closed %u", user,
-				  ring[0] != '\0' ? ring : "nothing", sessions,
-				  have ? local : "?", kicked);
-			run->conflicts++;
-		}
-	}
-	if (--run->pending == 0)
+	if (reply == NULL || redis_reply_error(reply) != NULL) {
+		if (reply != NULL)
+			log_warnx("director: re-asserting mappings failed: %s",
+				  reply->str);
+		run->failed = true;
 		assert_done(run);
+		return;
+	}
+	for (size_t i = 0; reply_is_array(reply, 0) && i + 1 < reply->elements;
+	     i += 2) {
+		const char *user = reply_str(reply->element[i]);
+		const char *ring = reply_str(reply->element[i + 1]);
+		char local[DIRECTOR_NAME_MAX];
+		unsigned int sessions = 0;
+		bool have;
+		/* the ring's mapping wins (first writer): our sessions of
+		 * the user on another backend go (I1) */
+		pthread_mutex_lock(dr.dir_lock);
+		have = director_user_lookup(dr.dir, str_cstr(user), now_msecs(),
+					    local, &sessions);
+		director_forget(dr.dir, str_cstr(user));
+		dr.kick_seq++;
+		pthread_mutex_unlock(dr.dir_lock);
+		const char *key = user;
+		unsigned int kicked = have ? proxy_kick_keys(&key, 1, local,
+							     "Moved to another server.") : 0;
+		log_warnx("director: user %s: the ring maps it to %s, we had "
+			  "%u sessions on %s: closed %u", user,
+			  ring[0] != '\0' ? ring : "nothing", sessions,
+			  have ? local : "?", kicked);
+		run->conflicts++;
+	}
+	assert_send_next(run);
 }
 
-struct assert_collect {
-	struct assert_batch *batches;
-	size_t count;
-	size_t alloc;
-	size_t users;
-};
+static void assert_send_next(struct assert_run *run)
+{
+	char ttl[24];
+
+	if (run->next == run->count) {
+		assert_done(run);
+		return;
+	}
+	struct assert_batch *b = &run->batches[run->next++];
+	const char *args[REDIS_ARGS_MAX];
+	int n = 0;
+	u64_str(dr.user_expire_msecs, ttl, sizeof(ttl));
+	args[n++] = ttl;
+	for (int k = 0; k < b->n / 3; k++) {
+		args[n++] = b->store[k][0];
+		args[n++] = b->store[k][1];
+		args[n++] = b->store[k][2];
+	}
+	eval(lua_assert, on_assert, run, n, args);
+}
 
 static void collect_mapping(const char *user, const char *backend,
 			    unsigned int sessions, void *context)
 {
-	struct assert_collect *ac = context;
+	struct assert_run *run = context;
 	struct assert_batch *b;
 
 	if (sessions == 0 || strlen(user) >= USER_MAX)
 		return;
-	if (ac->count == 0 || ac->batches[ac->count - 1].n / 3 == ASSERT_BATCH) {
-		if (ac->count == ac->alloc) {
-			ac->alloc = ac->alloc == 0 ? 4 : ac->alloc * 2;
-			ac->batches = xreallocarray(ac->batches, ac->alloc,
-						    sizeof(*ac->batches));
+	if (run->count == 0 || run->batches[run->count - 1].n / 3 == ASSERT_BATCH) {
+		if (run->count == run->alloc) {
+			run->alloc = run->alloc == 0 ? 4 : run->alloc * 2;
+			run->batches = xreallocarray(run->batches, run->alloc,
+						     sizeof(*run->batches));
 		}
-		memset(&ac->batches[ac->count], 0, sizeof(ac->batches[0]));
-		ac->count++;
+		memset(&run->batches[run->count], 0, sizeof(run->batches[0]));
+		run->count++;
 	}
-	b = &ac->batches[ac->count - 1];
+	b = &run->batches[run->count - 1];
 	size_t k = (size_t)b->n / 3;
 	str_copy(str_cstr(user), b->store[k][0], USER_MAX);
 	str_copy(str_cstr(backend), b->store[k][1], USER_MAX);
 	str_printf(b->store[k][2], USER_MAX, "%u", sessions);
 	b->n += 3;
-	ac->users++;
+	run->users++;
 }
 
 /* Re-asserts the mappings of our live sessions (refresh, and after a
  * reconnect: the master may be new and have lost them). */
 static void assert_mappings(bool reconcile)
 {
-	struct assert_collect ac = { 0 };
-	char ttl[24];
 	struct assert_run *run = xcalloc(1, sizeof(*run));
 
 	run->reconcile = reconcile;
 	pthread_mutex_lock(dr.dir_lock);
-	director_each_mapping(dr.dir, now_msecs(), collect_mapping, &ac);
+	director_each_mapping(dr.dir, now_msecs(), collect_mapping, run);
 	pthread_mutex_unlock(dr.dir_lock);
-	run->users = ac.users;
-	run->pending = 1; /* ours, dropped below */
-	u64_str(dr.user_expire_msecs, ttl, sizeof(ttl));
-	for (size_t i = 0; i < ac.count; i++) {
-		struct assert_batch *b = &ac.batches[i];
-		const char *args[REDIS_ARGS_MAX];
-		int n = 0;
-		args[n++] = ttl;
-		for (int k = 0; k < b->n / 3; k++) {
-			args[n++] = b->store[k][0];
-			args[n++] = b->store[k][1];
-			args[n++] = b->store[k][2];
-		}
-		run->pending++;
-		eval(lua_assert, on_assert, run, n, args);
-	}
-	free(ac.batches);
-	if (--run->pending == 0)
-		assert_done(run);
+	assert_send_next(run);
 }
 
 static void refresh_tick(void *context)
@@ -879,14 +993,35 @@ static void refresh_tick(void *context)
 
 /* ---- connection state -------------------------------------------------------- */
 
-static void on_seeded(const struct redisReply *reply, void *ctx)
+static void on_reconcile_load(const struct redisReply *reply, void *ctx)
 {
 	(void)ctx;
-	if (reply == NULL)
-		return; /* the connection went again; the next connect redoes it */
-	load_backends();
+	if (!reply_is_array(reply, 0)) {
+		net_timer_start(dr.reconcile_timer, 1000, false);
+		return;
+	}
+	/* the ring's backend states first: re-asserting from a stale view
+	 * would keep sessions on a backend that went down meanwhile */
+	apply_backends(reply);
 	send_heartbeat();
 	assert_mappings(true);
+}
+
+static void on_seeded(bool ok)
+{
+	if (!ok) {
+		if (redis_client_ready(dr.rc))
+			net_timer_start(dr.reconcile_timer, 1000, false);
+		return; /* else the next connect redoes it */
+	}
+	eval(lua_load, on_reconcile_load, NULL, 0, NULL);
+}
+
+static void reconcile_retry(void *context)
+{
+	(void)context;
+	if (redis_client_ready(dr.rc) && dr.reconciling)
+		seed_backends(on_seeded);
 }
 
 static void on_connected(void *ctx, const char *master)
@@ -902,7 +1037,7 @@ static void on_connected(void *ctx, const char *master)
 			   master);
 	else
 		log_notice("director: redis store %s connected", master);
-	seed_backends(on_seeded, NULL);
+	seed_backends(on_seeded);
 }
 
 static void on_disconnected(void *ctx, const char *why)
@@ -1656,27 +1791,23 @@ static void run_admin(struct admin_job *job);
 
 static void run_reload(struct job *job)
 {
-	const char *args[REDIS_ARGS_MAX];
-	char weights[REDIS_ARGS_MAX / 5][16];
-	int n = 0;
-
 	if (!redis_client_ready(dr.rc))
 		return; /* seeded at the next connect */
-	for (size_t i = 0; i < job->count && n + 5 < REDIS_ARGS_MAX - 4; i++) {
-		u64_str(job->weights[i], weights[i], sizeof(weights[i]));
-		args[n++] = job->names[i];
-		args[n++] = weights[i];
-		args[n++] = job->tags[i];
-		args[n++] = "up";
-		args[n++] = "";
+	struct seed_entry *e = xcalloc(job->count + 1, sizeof(*e));
+	for (size_t i = 0; i < job->count; i++) {
+		str_copy(str_cstr(job->names[i]), e[i].name, sizeof(e[i].name));
+		str_copy(str_cstr(job->tags[i]), e[i].tag, sizeof(e[i].tag));
+		u64_str(job->weights[i], e[i].weight, sizeof(e[i].weight));
+		e[i].up = true;
 	}
-	eval(lua_seed, ignore_reply, (void *)(uintptr_t)"seed", n, args);
+	seed_entries(e, job->count, NULL);
 	for (size_t i = 0; i < job->count; i++) {
 		if (!job->weight_changed[i])
 			continue;
-		const char *wargs[] = { job->names[i], weights[i] };
+		const char *wargs[] = { e[i].name, e[i].weight };
 		eval(lua_set_weight, ignore_reply, (void *)(uintptr_t)"weight", 2, wargs);
 	}
+	free(e);
 }
 
 struct session_check {
@@ -2420,6 +2551,7 @@ int dredis_init(const struct proxy_config *cfg, struct director *dir,
 	dr.rc = redis_client_new(dr.base, &rs, &cbs, NULL);
 	dr.heartbeat = net_timer_new(dr.base, heartbeat_tick, NULL);
 	dr.refresh = net_timer_new(dr.base, refresh_tick, NULL);
+	dr.reconcile_timer = net_timer_new(dr.base, reconcile_retry, NULL);
 	atomic_store(&dr.degraded, false);
 	atomic_store(&dr.authoritative, false);
 	dr.configured = true;
@@ -2488,6 +2620,7 @@ void dredis_deinit(void)
 	redis_client_free(&dr.rc);
 	net_timer_free(&dr.heartbeat);
 	net_timer_free(&dr.refresh);
+	net_timer_free(&dr.reconcile_timer);
 	event_free(dr.wake_ev);
 	event_base_free(dr.base);
 	pthread_cond_destroy(&dr.qcond);

@@ -262,7 +262,8 @@ static void lmtp_tx_reset(struct lmtp_session *s)
 	for (size_t i = 0; i < s->rcpt_count; i++) {
 		struct lmtp_rcpt *r = &s->rcpts[i];
 		if (r->director_key != NULL)
-			directing_session_end(r->director_key);
+			directing_session_end(r->director_key,
+					      s->client->cfg->backends[r->backend].set->name);
 		xfree(&r->director_key);
 		xfree(&r->addr);
 		xfree(&r->user);

@@ -418,12 +418,14 @@ const char *director_session_begin(struct director *d, struct str user,
 }
 
 void director_session_end(struct director *d, struct str user,
-			  uint64_t now_msecs)
+			  const char *backend, uint64_t now_msecs)
 {
 	struct dir_mapping *m = mapping_find(d, user, ring_hash(user));
 
-	/* a flush or move may have dropped the mapping meanwhile */
-	if (m == NULL || m->sessions == 0)
+	/* a flush or move may have dropped the mapping meanwhile, or mapped
+	 * the user anew elsewhere: that mapping's sessions are others */
+	if (m == NULL || m->sessions == 0 ||
+	    strcmp(m->backend->name, backend) != 0)
 		return;
 	m->sessions--;
 	m->backend->sessions--;

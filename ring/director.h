@@ -106,9 +106,11 @@ enum director_route director_place(const struct director *d, struct str user,
  * appeared meanwhile (the caller must then not keep this session: I1). */
 const char *director_session_begin(struct director *d, struct str user,
 				   const char *backend, uint64_t now_msecs);
-/* A session ended: the mapping expires user_expire after the last one. */
+/* A session on backend ended: the mapping expires user_expire after the
+ * last one. A mapping to another backend (the user was moved while the
+ * session closed) is not touched. */
 void director_session_end(struct director *d, struct str user,
-			  uint64_t now_msecs);
+			  const char *backend, uint64_t now_msecs);
 
 /* The mapping of user, if any: backend name and session count. */
 bool director_user_lookup(const struct director *d, struct str user,

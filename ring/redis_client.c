@@ -38,6 +38,7 @@ struct redis_client {
 	bool outage_reported;    /* disconnected() was called for this outage */
 	bool ever_ready;
 	size_t sentinel_idx;
+	size_t sentinel_tries;     /* sentinels asked in this attempt */
 	char master[REDIS_ADDR_MAX];
 	char last_error[256];
 
@@ -54,6 +55,7 @@ struct rc_command {
 };
 
 static void rc_fail(struct redis_client *rc, const char *why);
+static void rc_next_sentinel(struct redis_client *rc, const char *why);
 
 /* The settings' strings are const for callers and owned here. */
 static void free_owned(const char *s)
@@ -167,8 +169,11 @@ static void rc_connect_timeout(void *context)
 {
 	struct redis_client *rc = context;
 	char why[REDIS_ADDR_MAX + 64];
-	str_printf(why, sizeof(why), "redis %s: connect timed out",
-		   rc->master[0] != '\0' ? rc->master : "sentinel");
+	if (rc->state == RC_DISCOVERING) {
+		rc_next_sentinel(rc, "no answer in time");
+		return;
+	}
+	str_printf(why, sizeof(why), "redis %s: connect timed out", rc->master);
 	rc_fail(rc, why);
 }
 
@@ -190,7 +195,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
 
 	if (rc == NULL || status == REDIS_OK)
 		return;
+	bool sentinel = ac == rc->sentinel;
 	rc_forget_context(rc, ac); /* hiredis frees ac after this callback */
+	if (sentinel && rc->state == RC_DISCOVERING) {
+		str_printf(why, sizeof(why), "connect failed: %s",
+			   ac->errstr[0] != '\0' ? ac->errstr : "error");
+		rc_next_sentinel(rc, why);
+		return;
+	}
 	str_printf(why, sizeof(why), "redis %s: connect failed: %s",
 		   rc->master[0] != '\0' ? rc->master : "sentinel",
 		   ac->errstr[0] != '\0' ? ac->errstr : "error");
@@ -205,26 +217,30 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	(void)status;
 	if (rc == NULL)
 		return; /* freed by us */
+	bool sentinel = ac == rc->sentinel;
 	rc_forget_context(rc, ac);
+	if (sentinel && rc->state == RC_DISCOVERING) {
+		rc_next_sentinel(rc, "connection lost");
+		return;
+	}
 	str_printf(why, sizeof(why), "redis %s: connection lost: %s",
 		   rc->master, ac->errstr[0] != '\0' ? ac->errstr : "closed");
 	rc_fail(rc, why);
 }
 
+/* NULL with why set when the connection cannot even start. */
 static redisAsyncContext *rc_open(struct redis_client *rc, const char *host,
-				  int port)
+				  int port, char *why, size_t whysize)
 {
 	redisAsyncContext *ac = redisAsyncConnect(host, port);
-	char why[REDIS_ADDR_MAX + 300];
 
 	if (ac == NULL) {
-		rc_fail(rc, "redis: out of memory");
+		str_printf(why, whysize, "redis: out of memory");
 		return NULL;
 	}
 	if (ac->err != 0) {
-		str_printf(why, sizeof(why), "redis %s:%d: %s", host, port, ac->errstr);
+		str_printf(why, whysize, "redis %s:%d: %s", host, port, ac->errstr);
 		redisAsyncFree(ac);
-		rc_fail(rc, why);
 		return NULL;
 	}
 	ac->data = rc;
@@ -253,7 +269,8 @@ static void on_role(redisAsyncContext *ac, void *r, void *privdata)
 	char why[REDIS_ADDR_MAX + 300];
 	(void)privdata;
 
-	if (rc == NULL || reply == NULL || rc->state != RC_CONNECTING)
+	if (rc == NULL || reply == NULL || ac != rc->cmd ||
+	    rc->state != RC_CONNECTING)
 		return;
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
 	    reply->element[0]->type != REDIS_REPLY_STRING) {
@@ -278,8 +295,9 @@ static void on_subscribe(redisAsyncContext *ac, void *r, void *privdata)
 	redisReply *reply = r;
 	(void)privdata;
 
-	if (rc == NULL || reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-	    reply->elements < 3 || reply->element[0]->type != REDIS_REPLY_STRING)
+	if (rc == NULL || reply == NULL || ac != rc->sub ||
+	    reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
 		return;
 	if (strcmp(reply->element[0]->str, "subscribe") == 0) {
 		rc->subscribed = true;
@@ -302,7 +320,7 @@ static void rc_connect_master(struct redis_client *rc, const char *addr)
 {
 	char host[REDIS_ADDR_MAX];
 	int port;
-	char why[REDIS_ADDR_MAX + 64];
+	char why[REDIS_ADDR_MAX + 300];
 
 	if (!split_addr(addr, host, sizeof(host), &port)) {
 		str_printf(why, sizeof(why), "redis: invalid address %s", addr);
@@ -311,12 +329,18 @@ static void rc_connect_master(struct redis_client *rc, const char *addr)
 	}
 	str_copy(str_cstr(addr), rc->master, sizeof(rc->master));
 	rc->state = RC_CONNECTING;
-	rc->cmd = rc_open(rc, host, port);
-	if (rc->cmd == NULL)
+	net_timer_start(rc->connect_timer, (unsigned int)rc->set.timeout_msecs * 2,
+			false);
+	rc->cmd = rc_open(rc, host, port, why, sizeof(why));
+	if (rc->cmd == NULL) {
+		rc_fail(rc, why);
 		return;
-	rc->sub = rc_open(rc, host, port);
-	if (rc->sub == NULL)
+	}
+	rc->sub = rc_open(rc, host, port, why, sizeof(why));
+	if (rc->sub == NULL) {
+		rc_fail(rc, why);
 		return;
+	}
 	rc_send_auth(rc, rc->cmd);
 	rc_send_auth(rc, rc->sub);
 	redisAsyncCommand(rc->cmd, on_role, NULL, "ROLE");
@@ -336,7 +360,9 @@ static void on_sentinel_reply(redisAsyncContext *ac, void *r, void *privdata)
 	char addr[REDIS_ADDR_MAX];
 	(void)privdata;
 
-	if (rc == NULL || rc->state != RC_DISCOVERING)
+	/* a closing context's queued command is answered NULL: only the
+	 * current sentinel's answer counts */
+	if (rc == NULL || ac != rc->sentinel || rc->state != RC_DISCOVERING)
 		return;
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 2 ||
@@ -370,9 +396,15 @@ static void rc_ask_sentinel(struct redis_client *rc)
 		rc_next_sentinel(rc, "invalid address");
 		return;
 	}
-	rc->sentinel = rc_open(rc, host, port);
-	if (rc->sentinel == NULL)
+	char why[REDIS_ADDR_MAX + 300];
+	/* each sentinel gets the connect timeout of its own */
+	net_timer_start(rc->connect_timer, (unsigned int)rc->set.timeout_msecs * 2,
+			false);
+	rc->sentinel = rc_open(rc, host, port, why, sizeof(why));
+	if (rc->sentinel == NULL) {
+		rc_next_sentinel(rc, why);
 		return;
+	}
 	redisAsyncCommand(rc->sentinel, on_sentinel_reply, NULL,
 			  "SENTINEL get-master-addr-by-name %s",
 			  rc->set.sentinel_master);
@@ -383,8 +415,10 @@ static void rc_next_sentinel(struct redis_client *rc, const char *why)
 	log_warnx("redis: sentinel %s: %s", rc->set.sentinels[rc->sentinel_idx],
 		  why);
 	rc_free_context(&rc->sentinel);
+	/* the next attempt starts with the next sentinel, not the first:
+	 * a dead first one must not hide the others */
 	rc->sentinel_idx = (rc->sentinel_idx + 1) % rc->set.sentinel_count;
-	if (rc->sentinel_idx == 0) {
+	if (++rc->sentinel_tries >= rc->set.sentinel_count) {
 		rc_fail(rc, "redis: no sentinel knows the master");
 		return;
 	}
@@ -396,10 +430,8 @@ void redis_client_start(struct redis_client *rc)
 	if (rc->state != RC_IDLE)
 		return;
 	net_timer_stop(rc->retry_timer);
-	net_timer_start(rc->connect_timer, (unsigned int)rc->set.timeout_msecs * 2,
-			false);
 	if (rc->set.sentinel_count > 0) {
-		rc->sentinel_idx = 0;
+		rc->sentinel_tries = 0;
 		rc_ask_sentinel(rc);
 	} else {
 		rc_connect_master(rc, rc->set.address);

@@ -27,7 +27,7 @@ struct redisReply;
 
 #define REDIS_SENTINELS_MAX 8
 /* the most arguments one command may have */
-#define REDIS_ARGS_MAX 64
+#define REDIS_ARGS_MAX 256
 
 struct redis_client_settings {
 	/* "host:port" of the master, or "" with sentinels */

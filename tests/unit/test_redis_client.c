@@ -30,6 +30,7 @@ enum fake_mode {
 	FAKE_SILENT_PING,     /* as master, but never answers PING */
 	FAKE_REPLICA,         /* ROLE says slave */
 	FAKE_MUTE,            /* accepts, never answers anything */
+	FAKE_SENTINEL,        /* names master_port as the master */
 };
 
 struct fake {
@@ -41,6 +42,7 @@ struct fake {
 	size_t nconns;
 	enum fake_mode mode;
 	unsigned int accepted;
+	int master_port;      /* FAKE_SENTINEL */
 };
 
 struct result {
@@ -79,6 +81,17 @@ static void fake_read(evutil_socket_t fd, short what, void *ctx)
 	}
 	if (f->mode == FAKE_MUTE)
 		return;
+	if (f->mode == FAKE_SENTINEL) {
+		if (contains(buf, (size_t)n, "get-master-addr-by-name")) {
+			char port[8], reply[64];
+			int plen = snprintf(port, sizeof(port), "%d", f->master_port);
+			int len = snprintf(reply, sizeof(reply),
+					   "*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n",
+					   plen, port);
+			(void)!write(fd, reply, (size_t)len);
+		}
+		return;
+	}
 	/* commands arrive as RESP arrays; answer by what they contain */
 	if (contains(buf, (size_t)n, "ROLE")) {
 		const char *role = f->mode == FAKE_REPLICA ?
@@ -323,6 +336,49 @@ static void test_refused_port(void **state)
 	event_base_free(base);
 }
 
+/* A dead first sentinel (refused) does not hide a working second one. */
+static void test_dead_first_sentinel(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct fake master, sentinel, dead;
+	struct result r = { 0 };
+	char dead_addr[64], live_addr[64];
+	(void)state;
+
+	int master_port = fake_start(&master, base, FAKE_MASTER);
+	int sentinel_port = fake_start(&sentinel, base, FAKE_SENTINEL);
+	sentinel.master_port = master_port;
+	int dead_port = fake_start(&dead, base, FAKE_MASTER);
+	fake_stop(&dead);
+	snprintf(dead_addr, sizeof(dead_addr), "127.0.0.1:%d", dead_port);
+	snprintf(live_addr, sizeof(live_addr), "127.0.0.1:%d", sentinel_port);
+	struct redis_client_settings set = {
+		.address = "",
+		.sentinels = { dead_addr, live_addr },
+		.sentinel_count = 2,
+		.sentinel_master = "mymaster",
+		.channel = "ev",
+		.timeout_msecs = 300,
+		.reconnect_msecs = 50,
+	};
+	struct redis_client_callbacks cbs = {
+		.connected = on_connected,
+		.disconnected = on_disconnected,
+		.message = on_message,
+	};
+	struct redis_client *rc = redis_client_new(base, &set, &cbs, &r);
+	redis_client_start(rc);
+	run_until(base, is_connected, &r, 3000);
+	assert_int_equal(r.connected, 1);
+	char want[64];
+	snprintf(want, sizeof(want), "127.0.0.1:%d", master_port);
+	assert_string_equal(redis_client_master(rc), want);
+	redis_client_free(&rc);
+	fake_stop(&master);
+	fake_stop(&sentinel);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -330,6 +386,7 @@ int main(void)
 		cmocka_unit_test(test_command_timeout_drops_connection),
 		cmocka_unit_test(test_replica_and_mute_server_refused),
 		cmocka_unit_test(test_refused_port),
+		cmocka_unit_test(test_dead_first_sentinel),
 	};
 	net_ignore_sigpipe();
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -78,13 +78,13 @@ static void test_route_and_sticky(void **state)
 	unsigned sessions;
 	assert_true(director_user_lookup(d, u, 3, b2, &sessions));
 	assert_int_equal(sessions, 2);
-	director_session_end(d, u, 10);
-	director_session_end(d, u, 20);
+	director_session_end(d, u, b, 10);
+	director_session_end(d, u, b, 20);
 	/* no session left: the mapping holds for user_expire */
 	assert_int_equal(route(d, u, 20 + EXPIRE - 1, b2), DIRECTOR_ROUTE_MAPPED);
 	assert_int_equal(route(d, u, 20 + EXPIRE, b2), DIRECTOR_ROUTE_HASHED);
 	/* an extra end (after a flush, say) is harmless */
-	director_session_end(d, u, 30);
+	director_session_end(d, u, b, 30);
 	director_free(&d);
 }
 
@@ -103,7 +103,7 @@ static void test_i2_minimal_disruption(void **state)
 		struct str u = user(i, ub, sizeof(ub));
 		assert_int_equal(route(d, u, 0, b), DIRECTOR_ROUTE_HASHED);
 		director_session_begin(d, u, b, 0);
-		director_session_end(d, u, 0);
+		director_session_end(d, u, b, 0);
 		memcpy(before[i], b, 3);
 	}
 	assert_int_equal(director_mapping_count(d), N);
@@ -175,7 +175,7 @@ static void test_i4_down_move_flush_drain(void **state)
 	assert_false(director_unmap_idle(d, u, "nope"));
 	director_session_begin(d, u, b, 7);
 	assert_false(director_unmap_idle(d, u, b));
-	director_session_end(d, u, 8);
+	director_session_end(d, u, b, 8);
 	assert_true(director_unmap_idle(d, u, b));
 	assert_int_equal(director_move(d, u, b, 9), 0);
 	/* flush */
@@ -234,7 +234,7 @@ static void test_state_file(void **state)
 		route(d, u, 1000, b);
 		director_session_begin(d, u, b, 1000);
 		if (i % 2 == 0)
-			director_session_end(d, u, 1000);
+			director_session_end(d, u, b, 1000);
 	}
 	assert_int_equal(director_save(d, path, 2000, err, sizeof(err)), 0);
 	assert_int_equal(access(path, F_OK), 0);
