@@ -40,6 +40,9 @@
 #define ADMIN_WEIGHT_MAX 1000000
 #define ADMIN_USER_MAX 255
 #define ADMIN_TOKEN_MIN 16
+/* a TCP client must send its whole request this soon: it shares the one
+ * client slot with the unix socket, and has not shown a token yet */
+#define ADMIN_TCP_REQUEST_MSECS 2000
 
 enum admin_client_state {
 	ADMIN_CLIENT_READING = 0, /* reading the request */
@@ -646,6 +649,8 @@ static void admin_request_done(struct admin_client *c,
 		buf_free(&body);
 		return;
 	}
+	if (c->tcp)
+		net_timer_start(c->timer, ADMIN_TIMEOUT_MSECS, false);
 	c->token = ++admin.next_token;
 	c->head = str_eq(msg->method, STR("HEAD"));
 	directing_set_admin_token(c->token);
@@ -816,7 +821,8 @@ static void admin_accept(evutil_socket_t fd, short what, void *context)
 	c->parser = http_parser_new(HTTP_PARSE_MODE_REQUEST, &limits);
 	c->conn = conn_new(admin.base, cfd, admin_client_event, c);
 	c->timer = net_timer_new(admin.base, admin_client_timeout, c);
-	net_timer_start(c->timer, ADMIN_TIMEOUT_MSECS, false);
+	net_timer_start(c->timer, tcp ? ADMIN_TCP_REQUEST_MSECS : ADMIN_TIMEOUT_MSECS,
+			false);
 	c->tcp = tcp;
 	admin.client = c;
 	/* one client at a time: the others wait in the backlog */

@@ -412,6 +412,7 @@ enum lookup_state {
 
 struct directing_lookup {
 	struct directing_lookup *next;    /* store queue */
+	struct directing_lookup *pnext;   /* dr.pending (store thread) */
 	_Atomic int state;
 	struct event_base *base;          /* the worker's */
 	directing_lookup_fn *cb;          /* worker-side only */
@@ -544,6 +545,7 @@ static struct {
 	struct net_timer *reconcile_timer;
 	struct round *rounds;
 	struct paced_flush *flushes;
+	struct directing_lookup *pending; /* lookups the store works on */
 	size_t flush_batch;
 	uint64_t flush_interval_msecs;
 	unsigned int kick_seq;
@@ -1625,6 +1627,14 @@ static void lookup_complete(struct directing_lookup *l,
 {
 	int expect = LOOKUP_PENDING;
 
+	for (struct directing_lookup **pp = &dr.pending; *pp != NULL;
+	     pp = &(*pp)->pnext) {
+		if (*pp == l) {
+			*pp = l->pnext;
+			break;
+		}
+	}
+
 	net_timer_free(&l->retry);
 	l->result = result;
 	atomic_fetch_add(&dr.lookups, 1);
@@ -1866,6 +1876,8 @@ static void run_job(struct job *job)
 {
 	switch (job->kind) {
 	case JOB_LOOKUP:
+		job->lookup->pnext = dr.pending;
+		dr.pending = job->lookup;
 		job->lookup->started_msecs = now_msecs();
 		job->lookup->retry = net_timer_new(dr.base, lookup_retry, job->lookup);
 		lookup_send(job->lookup);
@@ -2595,6 +2607,9 @@ void dredis_stop(void)
 		paced_flush_answer(dr.flushes, -1, "the proxy is stopping");
 		paced_flush_free(dr.flushes);
 	}
+	/* lookups waiting for a move to finish (retry timers) */
+	while (dr.pending != NULL)
+		lookup_complete(dr.pending, DIRECTING_LOOKUP_BUSY);
 	for (struct job *j = dr.queue_head, *next; j != NULL; j = next) {
 		next = j->next;
 		if (j->kind == JOB_LOOKUP)

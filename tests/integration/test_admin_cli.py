@@ -469,6 +469,12 @@ def test_admin_over_tcp_needs_bearer_token(mailring_proxy, dovecot_backend,
     assert json.loads(body)["backends"][0]["name"] == "b1"
     assert get("/metrics", "bearer " + token)[0] == 200
     assert len(p.log_lines("over TCP without the right bearer token")) == 3
+    # an idle TCP client loses the one client slot after 2 s, not 10 s
+    idle = socket.create_connection(("127.0.0.1", port))
+    t0 = time.monotonic()
+    code, body = get("/status", "Bearer " + token)
+    assert code == 200 and time.monotonic() - t0 < 4, time.monotonic() - t0
+    idle.close()
 
 
 def test_admin_listen_without_token_is_refused(mailring_proxy, ports):
