@@ -150,9 +150,9 @@ asan: deps
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BUILD := build-fuzz
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
-# Fuzz targets exercise parsers in lib/ and auth/: link those as an archive,
-# so a target pulls in only the objects it uses.
-FUZZ_LIB_SRCS := $(foreach d,lib auth ring,$(call lib_srcs,$(d)))
+# Fuzz targets exercise parsers in lib/, auth/, ring/ and backend/: link
+# those as an archive, so a target pulls in only the objects it uses.
+FUZZ_LIB_SRCS := $(foreach d,lib auth ring backend,$(call lib_srcs,$(d)))
 FUZZ_ARCHIVE := $(FUZZ_BUILD)/libmrfuzz.a
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -I. -Ilib \
 	$(DEP_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined \
