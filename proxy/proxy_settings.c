@@ -66,17 +66,6 @@ static const struct config_def backend_defs[] = {
 static const struct config_section backend_section =
 	CONFIG_SECTION_NAMED(struct backend_settings, name, backend_defs);
 
-#define P struct passdb_settings
-static const struct config_def passdb_defs[] = {
-	CONFIG_DEF_STRING(P, "driver", driver, "passwd-file",
-			  "passdb driver: passwd-file"),
-	CONFIG_DEF_STRING(P, "args", args, NULL,
-			  "Dovecot's passdb args: [scheme=SHA512-CRYPT] /path/to/passwd"),
-	CONFIG_DEF_END,
-};
-#undef P
-static const struct config_section passdb_section =
-	CONFIG_SECTION(struct passdb_settings, passdb_defs);
 
 #define S struct proxy_settings
 static const struct config_def proxy_defs[] = {
@@ -130,7 +119,7 @@ static const struct config_def proxy_defs[] = {
 			"yes", "lower-case user names (Dovecot's %Lu)"),
 	CONFIG_DEF_UINT(S, "auth_workers", auth_workers, "2", 1, 64,
 			"threads that verify passwords"),
-	CONFIG_DEF_BLOCK(S, "passdb", passdb, &passdb_section,
+	CONFIG_DEF_BLOCK(S, "passdb", passdb, &passdb_settings_section,
 			 "password database"),
 	CONFIG_DEF_DURATION(S, "backend_connect_timeout",
 			    backend_connect_timeout_msecs, "10s", 100, 0,

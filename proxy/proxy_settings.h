@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/passdb_settings.h"
 #include "config.h"
 
 /* Settings of mailring-proxy, loaded from mailring-proxy.conf. Names follow
@@ -46,11 +47,6 @@ struct backend_settings {
 	bool trusted;                   /* forward client address (ID/XCLIENT) */
 	char *master_user;
 	char *master_password;
-};
-
-struct passdb_settings {
-	char *driver;
-	char *args;
 };
 
 enum director_store {

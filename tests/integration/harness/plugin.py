@@ -352,3 +352,39 @@ def mailring_cluster(cluster_sockroot, procs, mailring_proxy,
     yield make
     for c in made:
         c.begin_stop()   # all proxies at once; mailring_proxy waits
+
+
+# ---- the mail node: mailring-backend (appended) -------------------------
+
+from .backend import MailringBackend  # noqa: E402
+
+__all__ += ["mailring_backend"]
+
+
+@pytest.fixture
+def mailring_backend(procs, ports, mailring_bin):
+    """Factory: mailring_backend(name=None, settings=None, users=10,
+    password="pass", passwd_lines=(), mail_root=None, start=True)
+    -> MailringBackend (started unless start=False) running
+    $MAILRING_BUILD/mailring-backend with one POP3 listener (.pop3_port)
+    and mail_location = <mail_root>/%u/Maildir.  At teardown each must
+    exit 0 on SIGTERM with no sanitizer or fatal line in its log.  See
+    harness/backend.py."""
+    binary = mailring_bin("mailring-backend")
+    seq = [0]
+    made = []
+
+    def make(name=None, **kw):
+        seq[0] += 1
+        b = MailringBackend(procs, ports, binary,
+                            name=name or "backend%d" % seq[0], **kw)
+        made.append(b)
+        return b
+
+    yield make
+    problems = []
+    for b in made:
+        problems.extend(b.teardown_check())
+    if problems:
+        pytest.fail("mailring-backend teardown check:\n" + "\n".join(problems),
+                    pytrace=False)

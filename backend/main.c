@@ -1,0 +1,228 @@
+/*
+ * mailring-backend: the mail node (issue 5). This slice serves POP3 over
+ * Maildir; IMAP and LMTP listeners are refused at start ("not built yet").
+ *
+ *   mailring-backend [-c FILE] [-t | -n | -a]
+ *
+ * Runs in the foreground and logs to stderr or syslog. SIGHUP reloads the
+ * config (new sessions get the new settings; listener changes need a
+ * restart and are refused with a log line); SIGTERM/SIGINT stop accepting,
+ * close sessions between commands, give the others shutdown_grace.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include <event2/event.h>
+
+#include "auth/auth.h"
+#include "backend_settings.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "pop3_server.h"
+
+#define DEFAULT_CONFIG "/etc/mailring/mailring-backend.conf"
+
+static struct event_base *main_base;
+static struct net_workers *workers;
+static const char *config_path;
+static atomic_bool shutting_down;
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: mailring-backend [-c config] [-t] [-n] [-a]\n"
+		"  -c FILE  config file (default " DEFAULT_CONFIG ")\n"
+		"  -t       check the config file and exit\n"
+		"  -n       print settings that differ from the defaults\n"
+		"  -a       print all settings\n");
+}
+
+static void apply_logging(const struct node_settings *set)
+{
+	log_set_level((enum log_level)set->log_level);
+	if (set->log_syslog) {
+		int facility = LOG_MAIL;
+		if (log_syslog_facility_parse(set->syslog_facility, &facility) < 0)
+			log_warnx("unknown syslog_facility '%s': using mail",
+				  set->syslog_facility);
+		log_set_syslog(true, facility);
+	} else {
+		log_set_syslog(false, 0);
+	}
+}
+
+static bool listeners_equal(const struct node_settings *a,
+			    const struct node_settings *b)
+{
+	if (a->listener_count != b->listener_count || a->workers != b->workers)
+		return false;
+	for (size_t i = 0; i < a->listener_count; i++) {
+		const struct node_listener_settings *x = &a->listeners[i];
+		const struct node_listener_settings *y = &b->listeners[i];
+		if (strcmp(x->name, y->name) != 0 || x->protocol != y->protocol ||
+		    x->address.count != y->address.count)
+			return false;
+		for (size_t j = 0; j < x->address.count; j++) {
+			if (strcmp(x->address.items[j], y->address.items[j]) != 0)
+				return false;
+		}
+	}
+	return true;
+}
+
+static void on_reload(int signo, void *context)
+{
+	struct node_settings set;
+	struct config_errors errors = { 0 };
+	char err[512];
+	(void)signo;
+	(void)context;
+
+	log_notice("SIGHUP received: reloading %s", config_path);
+	if (config_load_file(&node_settings_schema, config_path, &set,
+			     &errors) < 0) {
+		for (size_t i = 0; i < errors.count; i++)
+			log_error("%s", errors.lines[i]);
+		config_errors_free(&errors);
+		log_error("reload failed: keeping the running configuration");
+		return;
+	}
+	config_errors_free(&errors);
+	if (node_settings_check(&set, err, sizeof(err)) < 0) {
+		log_error("reload failed: %s: %s", config_path, err);
+		config_free(&node_settings_schema, &set);
+		return;
+	}
+	if (!listeners_equal(pop3_server_settings(), &set)) {
+		log_error("reload failed: listener or workers changes need a "
+			  "restart");
+		config_free(&node_settings_schema, &set);
+		return;
+	}
+	/* passdb and auth_* settings are read at start only (the auth
+	 * service keeps running; the passwd-file itself is re-read by it) */
+	apply_logging(&set);
+	pop3_server_config_install(&set);
+	log_notice("configuration reloaded");
+}
+
+static void on_shutdown(int signo, void *context)
+{
+	(void)context;
+	if (atomic_exchange(&shutting_down, true))
+		return;
+	uint64_t grace = pop3_server_settings()->shutdown_grace_msecs;
+	log_notice("%s received: stopping (shutdown_grace=%llums)",
+		   signo == SIGINT ? "SIGINT" : "SIGTERM",
+		   (unsigned long long)grace);
+	net_workers_stop(workers, (unsigned int)grace);
+	event_base_loopbreak(main_base);
+}
+
+static int start_listeners(const struct node_settings *set)
+{
+	char err[NET_ERROR_MAX], addr[NET_ADDR_STR_MAX];
+
+	for (size_t i = 0; i < set->listener_count; i++) {
+		const struct node_listener_settings *l = &set->listeners[i];
+		for (size_t j = 0; j < l->address.count; j++) {
+			struct net_addr a, bound;
+			const char *error;
+			if (net_addr_parse(l->address.items[j], 0, &a, &error) < 0) {
+				log_error("listener %s: %s", l->name, error);
+				return -1;
+			}
+			if (net_workers_add_listener(workers, &a, pop3_server_accept,
+						     NULL, &bound, err,
+						     sizeof(err)) < 0) {
+				log_error("listener %s: %s", l->name, err);
+				return -1;
+			}
+			log_info("listening on %s (%s)",
+				 net_addr_str(&bound, addr, sizeof(addr)),
+				 node_listener_protocol_name(l->protocol));
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct config_cli cli = { .path = DEFAULT_CONFIG };
+	struct node_settings set;
+	char err[512];
+	char *auth_error = NULL;
+	int opt, ret;
+
+	while ((opt = getopt(argc, argv, CONFIG_CLI_OPTS "h")) != -1) {
+		if (config_cli_option(&cli, opt, optarg))
+			continue;
+		usage();
+		return opt == 'h' ? 0 : 1;
+	}
+	log_init("mailring-backend", LOG_LEVEL_INFO);
+	/* -t also runs the checks that span keys (config_cli_run alone
+	 * would only parse) */
+	bool test_only = cli.test && !cli.print_nondefault && !cli.print_all;
+	if (test_only)
+		cli.test = false;
+	ret = config_cli_run(&cli, &node_settings_schema, &set, stdout, stderr);
+	if (ret <= 0)
+		return ret == 0 ? 0 : 1;
+	if (node_settings_check(&set, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: %s\n", cli.path, err);
+		config_free(&node_settings_schema, &set);
+		return 1;
+	}
+	if (test_only) {
+		config_free(&node_settings_schema, &set);
+		return 0;
+	}
+	config_path = cli.path;
+	apply_logging(&set);
+	if (net_init() < 0 || net_ignore_sigpipe() < 0)
+		fatalx("network initialisation failed");
+
+	struct auth_settings as;
+	node_settings_auth(&set, &as);
+	struct auth *auth = auth_new(&as, &auth_error);
+	if (auth == NULL)
+		fatalx("auth: %s", auth_error != NULL ? auth_error : "failed");
+	unsigned int nworkers = (unsigned int)set.workers;
+	pop3_server_init(auth, &set);
+
+	workers = net_workers_new(pop3_server_worker_hooks(nworkers), err,
+				  sizeof(err));
+	if (workers == NULL)
+		fatalx("%s", err);
+	if (start_listeners(pop3_server_settings()) < 0)
+		return 1;
+	if (net_workers_start(workers, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+
+	main_base = event_base_new();
+	if (main_base == NULL)
+		fatalx("event_base_new failed");
+	struct net_signals *sig = net_signals_new(main_base, on_reload,
+						  on_shutdown, NULL, err,
+						  sizeof(err));
+	if (sig == NULL)
+		fatalx("%s", err);
+	log_notice("mailring-backend started: %u workers",
+		   net_workers_count(workers));
+	event_base_dispatch(main_base);
+
+	net_workers_free(&workers);
+	net_signals_free(&sig);
+	event_base_free(main_base);
+	auth_free(&auth);
+	pop3_server_deinit();
+	log_notice("mailring-backend stopped");
+	return 0;
+}

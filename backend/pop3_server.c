@@ -1,0 +1,1371 @@
+/*
+ * POP3 server of the mail node. Texts follow Dovecot 2.3's pop3 process so
+ * that clients and admins see the familiar.
+ *
+ * Session flow: greeting -> AUTHORIZATION (CAPA, USER/PASS, AUTH PLAIN,
+ * QUIT) -> the auth library answers on this thread -> the INBOX is
+ * scanned (new/ moved to cur/) and the UID list synced under its lock ->
+ * TRANSACTION (STAT LIST UIDL RETR TOP DELE RSET NOOP QUIT) -> at QUIT the
+ * messages marked with DELE are unlinked and the UID list synced again.
+ * A session that ends without QUIT deletes nothing (RFC 1939 section 6).
+ *
+ * Sizes: LIST, STAT and "+OK n octets" count the message as sent, with
+ * every bare LF of the file sent as CRLF (dot-stuffing not counted, as
+ * RFC 1939 says). The ",W=" size in a file name is trusted when present
+ * (Dovecot writes it); otherwise the file is read once in bounded chunks.
+ *
+ * Output: replies go into a bounded buffer; RETR, TOP, LIST and UIDL
+ * produce their bodies in pieces, each only once the previous piece was
+ * written, so a slow client holds at most one piece in memory. Input is
+ * not read while a reply is streaming (pipelined commands wait).
+ *
+ * Disk I/O (scan, UID list, reading a message) runs on the worker thread:
+ * a slow disk delays the other sessions of that worker (known limit of
+ * this slice).
+ */
+#include "pop3_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "auth/auth.h"
+#include "base64.h"
+#include "buf.h"
+#include "conn.h"
+#include "log.h"
+#include "maildir.h"
+#include "pop3_parse.h"
+#include "str.h"
+#include "uidlist.h"
+#include "xmalloc.h"
+
+#define POP3_GREETING "+OK mailring-backend ready.\r\n"
+#define POP3_CAPA                                                              \
+	"+OK\r\n"                                                              \
+	"CAPA\r\n"                                                             \
+	"TOP\r\n"                                                              \
+	"UIDL\r\n"                                                             \
+	"RESP-CODES\r\n"                                                       \
+	"PIPELINING\r\n"                                                       \
+	"AUTH-RESP-CODE\r\n"                                                   \
+	"USER\r\n"                                                             \
+	"SASL PLAIN\r\n"                                                       \
+	".\r\n"
+
+#define IN_BUF_SIZE 4096
+#define OUT_MAX (64 * 1024)
+#define RETR_CHUNK 8192       /* file bytes per piece (at most 2x sent) */
+#define LIST_CHUNK 16384      /* LIST/UIDL output bytes per piece */
+#define UIDLIST_LOCK_MSECS 10000
+
+/* ---- settings generations ---------------------------------------------- */
+
+struct node_config {
+	struct node_settings set;
+	atomic_uint refs;
+};
+
+static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct node_config *config_current;
+static struct auth *server_auth;
+
+static struct node_config *config_ref(void)
+{
+	pthread_mutex_lock(&config_lock);
+	struct node_config *c = config_current;
+	atomic_fetch_add(&c->refs, 1);
+	pthread_mutex_unlock(&config_lock);
+	return c;
+}
+
+static void config_unref(struct node_config **c)
+{
+	if (*c == NULL)
+		return;
+	if (atomic_fetch_sub(&(*c)->refs, 1) == 1) {
+		config_free(&node_settings_schema, &(*c)->set);
+		free(*c);
+	}
+	*c = NULL;
+}
+
+void pop3_server_config_install(struct node_settings *set)
+{
+	struct node_config *c = xcalloc(1, sizeof(*c)), *old;
+	c->set = *set;
+	memset(set, 0, sizeof(*set));
+	atomic_init(&c->refs, 1);
+	pthread_mutex_lock(&config_lock);
+	old = config_current;
+	config_current = c;
+	pthread_mutex_unlock(&config_lock);
+	config_unref(&old);
+}
+
+void pop3_server_init(struct auth *auth, struct node_settings *set)
+{
+	server_auth = auth;
+	pop3_server_config_install(set);
+}
+
+void pop3_server_deinit(void)
+{
+	pthread_mutex_lock(&config_lock);
+	struct node_config *old = config_current;
+	config_current = NULL;
+	pthread_mutex_unlock(&config_lock);
+	config_unref(&old);
+}
+
+const struct node_settings *pop3_server_settings(void)
+{
+	return &config_current->set;
+}
+
+/* ---- sessions per user and IP (mail_max_userip_connections) -------------- */
+
+struct userip {
+	struct userip *next;
+	unsigned int count;
+	char key[]; /* "user\0ip" flattened as "user ip" */
+};
+static pthread_mutex_t userip_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct userip *userip_list;
+
+/* Counts one more session for key unless max (0: none) is reached. */
+static bool userip_take(const char *key, uint64_t max)
+{
+	struct userip *u;
+	bool ok = true;
+
+	pthread_mutex_lock(&userip_lock);
+	for (u = userip_list; u != NULL; u = u->next) {
+		if (strcmp(u->key, key) == 0)
+			break;
+	}
+	if (u == NULL) {
+		size_t len = strlen(key) + 1;
+		u = xcalloc(1, sizeof(*u) + len);
+		memcpy(u->key, key, len);
+		u->next = userip_list;
+		userip_list = u;
+	}
+	if (max > 0 && u->count >= max)
+		ok = false;
+	else
+		u->count++;
+	if (u->count == 0) {
+		/* a new entry refused with max 0 cannot happen: max > 0 */
+		struct userip **pp = &userip_list;
+		while (*pp != u)
+			pp = &(*pp)->next;
+		*pp = u->next;
+		free(u);
+	}
+	pthread_mutex_unlock(&userip_lock);
+	return ok;
+}
+
+static void userip_release(const char *key)
+{
+	pthread_mutex_lock(&userip_lock);
+	for (struct userip **pp = &userip_list; *pp != NULL; pp = &(*pp)->next) {
+		struct userip *u = *pp;
+		if (strcmp(u->key, key) != 0)
+			continue;
+		if (--u->count == 0) {
+			*pp = u->next;
+			free(u);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&userip_lock);
+}
+
+/* ---- session ------------------------------------------------------------- */
+
+enum pop3_state {
+	POP3_STATE_AUTH = 0,    /* AUTHORIZATION: before login */
+	POP3_STATE_AUTH_SASL,   /* AUTH PLAIN sent "+ ", waiting a response */
+	POP3_STATE_AUTHING,     /* the auth library or its delay is pending */
+	POP3_STATE_TRANSACTION, /* logged in, the maildir is open */
+	POP3_STATE_CLOSING,     /* closed, to be freed from the free timer */
+};
+static const char *const pop3_state_names[] = {
+	"auth", "auth-sasl", "authing", "transaction", "closing",
+};
+
+enum pop3_stream {
+	POP3_STREAM_NONE = 0, /* no multi-line body is being sent */
+	POP3_STREAM_MSG,      /* RETR or TOP: from s->fd */
+	POP3_STREAM_LIST,     /* LIST without argument */
+	POP3_STREAM_UIDL,     /* UIDL without argument */
+};
+
+struct pop3_msg {
+	char *name;     /* file name in cur/ */
+	uint32_t uid;
+	uint64_t vsize; /* octets as sent (CRLF) */
+	bool deleted;   /* DELE'd in this session */
+};
+
+struct pop3_worker {
+	struct net_worker *worker;
+	struct pop3_session *sessions; /* doubly linked */
+	unsigned int count;
+	bool draining;
+};
+
+struct pop3_session {
+	struct pop3_session *prev, *next;
+	struct pop3_worker *pw;
+	struct node_config *cfg;
+	struct conn *conn;
+	struct pop3_parser *parser;
+	enum pop3_state state;
+	struct log_ctx log;
+	char session_id[LOG_SESSION_ID_LEN + 1];
+	char ip[NET_ADDR_STR_MAX];
+	unsigned int bad_commands;
+
+	uint8_t in[IN_BUF_SIZE];
+	size_t in_pos, in_len;
+	struct buf *out;
+	const char *close_reason; /* close once out is written */
+
+	struct buf *last_user; /* USER's argument until PASS */
+	char *user;            /* canonical user after login */
+	char *userip_key;      /* counted in userip_list */
+	struct auth_request *auth_req;
+	struct net_timer *idle_timer;
+	struct net_timer *delay_timer; /* failed login answer delay */
+	struct net_timer *free_timer;
+	char delayed_reply[192];
+
+	char dir[MAILDIR_PATH_MAX]; /* the INBOX Maildir */
+	struct pop3_msg *msgs;
+	size_t msg_count;
+	uint32_t uidvalidity;
+
+	enum pop3_stream stream;
+	size_t list_next; /* LIST/UIDL: next message index */
+	int fd;           /* RETR/TOP file */
+	bool top;         /* TOP: stop after top_lines body lines */
+	uint64_t top_lines, body_lines;
+	bool in_body, at_line_start, prev_cr;
+	size_t line_len; /* bytes of the current header line */
+	uint64_t retr_count, retr_bytes, top_count, dele_count;
+};
+
+static void session_pump(struct pop3_session *s);
+
+static void session_set_state(struct pop3_session *s, enum pop3_state st)
+{
+	log_ctx_debug(&s->log, "pop3: state %s -> %s",
+		      pop3_state_names[s->state], pop3_state_names[st]);
+	s->state = st;
+}
+
+static void reply(struct pop3_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void reply(struct pop3_session *s, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		n = str_printf(line, sizeof(line) - 2, "-ERR Reply too long.");
+	memcpy(line + n, "\r\n", 2);
+	if (buf_append(s->out, line, (size_t)n + 2) < 0)
+		s->close_reason = "output buffer full";
+}
+
+static void msgs_free(struct pop3_session *s)
+{
+	for (size_t i = 0; i < s->msg_count; i++)
+		free(s->msgs[i].name);
+	free(s->msgs);
+	s->msgs = NULL;
+	s->msg_count = 0;
+}
+
+static void session_free_cb(void *context)
+{
+	struct pop3_session *s = context;
+	struct pop3_worker *pw = s->pw;
+
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		pw->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	pw->count--;
+	net_timer_free(&s->idle_timer);
+	net_timer_free(&s->delay_timer);
+	net_timer_free(&s->free_timer);
+	conn_free(&s->conn);
+	pop3_parser_free(&s->parser);
+	buf_free(&s->out);
+	buf_free(&s->last_user);
+	if (s->fd >= 0)
+		close(s->fd);
+	msgs_free(s);
+	if (s->userip_key != NULL)
+		userip_release(s->userip_key);
+	free(s->userip_key);
+	free(s->user);
+	config_unref(&s->cfg);
+	free(s);
+	if (pw->draining && pw->count == 0)
+		net_worker_drained(pw->worker);
+}
+
+/* Ends the session (logged with reason); the memory goes from a timer,
+ * never inside a callback of the session. */
+static void session_close(struct pop3_session *s, const char *reason)
+{
+	if (s->state == POP3_STATE_CLOSING)
+		return;
+	if (s->state == POP3_STATE_TRANSACTION)
+		log_ctx_info(&s->log,
+			     "pop3: Disconnected: %s top=%llu retr=%llu/%llu "
+			     "del=%llu/%zu", reason,
+			     (unsigned long long)s->top_count,
+			     (unsigned long long)s->retr_count,
+			     (unsigned long long)s->retr_bytes,
+			     (unsigned long long)s->dele_count, s->msg_count);
+	else
+		log_ctx_info(&s->log, "pop3: Disconnected: %s", reason);
+	session_set_state(s, POP3_STATE_CLOSING);
+	auth_request_cancel(&s->auth_req);
+	conn_want(s->conn, false, false);
+	net_timer_stop(s->idle_timer);
+	net_timer_stop(s->delay_timer);
+	net_timer_start(s->free_timer, 0, false);
+}
+
+static void bad_command(struct pop3_session *s)
+{
+	if (++s->bad_commands >= s->cfg->set.max_bad_commands) {
+		reply(s, "-ERR Too many bad commands.");
+		s->close_reason = "Too many bad commands";
+	}
+}
+
+/* ---- the mailbox --------------------------------------------------------- */
+
+struct scan_ctx {
+	struct pop3_msg *msgs;
+	size_t count, alloc;
+};
+
+static int scan_cb(const struct maildir_entry *e, void *context)
+{
+	struct scan_ctx *ctx = context;
+
+	if (ctx->count == ctx->alloc) {
+		ctx->alloc = ctx->alloc == 0 ? 64 : ctx->alloc * 2;
+		ctx->msgs = xreallocarray(ctx->msgs, ctx->alloc,
+					  sizeof(*ctx->msgs));
+	}
+	struct pop3_msg *m = &ctx->msgs[ctx->count++];
+	m->name = xstrdup(e->name);
+	m->uid = 0;
+	m->deleted = false;
+	m->vsize = e->parsed->has_vsize ? e->parsed->vsize : UINT64_MAX;
+	return 0;
+}
+
+/* Dovecot's order for new names: "<secs>.M<usecs>..." by time, then by
+ * name; names without that form sort after, by name. */
+static int msg_name_cmp(const void *a, const void *b)
+{
+	const struct pop3_msg *x = a, *y = b;
+	char *ex, *ey;
+	unsigned long long sx = strtoull(x->name, &ex, 10);
+	unsigned long long sy = strtoull(y->name, &ey, 10);
+	bool tx = ex != x->name && *ex == '.', ty = ey != y->name && *ey == '.';
+
+	if (tx != ty)
+		return tx ? -1 : 1;
+	if (tx && sx != sy)
+		return sx < sy ? -1 : 1;
+	if (tx && ex[1] == 'M' && ey[1] == 'M') {
+		unsigned long long ux = strtoull(ex + 2, NULL, 10);
+		unsigned long long uy = strtoull(ey + 2, NULL, 10);
+		if (ux != uy)
+			return ux < uy ? -1 : 1;
+	}
+	return strcmp(x->name, y->name);
+}
+
+static struct str name_base(const char *name)
+{
+	return str_from(name, strcspn(name, ":"));
+}
+
+static int msg_uid_cmp(const void *a, const void *b)
+{
+	const struct pop3_msg *x = a, *y = b;
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* Octets of cur/name as sent: bare LFs become CRLF. -1 on error (errno;
+ * ENOENT: expunged meanwhile). */
+static int64_t msg_vsize(const char *dir, const char *name)
+{
+	char path[MAILDIR_PATH_MAX];
+	uint8_t chunk[65536];
+	uint64_t size = 0;
+	bool prev_cr = false;
+	ssize_t n;
+
+	if (str_printf(path, sizeof(path), "%s/cur/%s", dir, name) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (chunk[i] == '\n' && !prev_cr)
+				size++;
+			prev_cr = chunk[i] == '\r';
+		}
+		size += (uint64_t)n;
+	}
+	int saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	return (int64_t)size;
+}
+
+/* mkdir -p of the parents of dir (0700, like Dovecot's home creation).
+ * 0 or -1 with errno. */
+static int mkdir_parents(const char *dir)
+{
+	char path[MAILDIR_PATH_MAX];
+
+	if (str_printf(path, sizeof(path), "%s", dir) < 0) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	char *slash = strrchr(path, '/');
+	if (slash == NULL || slash == path)
+		return 0;
+	*slash = '\0';
+	for (char *p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Scans dir (moving new/ to cur/) and syncs its UID list under the lock.
+ * On success the messages with their UIDs, sorted by UID, are in *msgs_r.
+ * Returns 0, or -1 with a message in err. */
+static int mailbox_sync(const char *dir, uint32_t max_records,
+			struct pop3_msg **msgs_r, size_t *count_r,
+			uint32_t *uidvalidity_r, char *err, size_t errsize)
+{
+	const struct maildir_scan_settings scan_set = {
+		.move_new = true,
+		.max_entries = max_records,
+		.tmp_max_age_secs = MAILDIR_TMP_DELETE_SECS,
+	};
+	struct maildir_error merr;
+	struct scan_ctx ctx = { 0 };
+	struct uidlist_lock *lock = NULL;
+	struct uidlist *list = NULL;
+	struct str *names = NULL;
+	const char *error = NULL;
+	enum uidlist_status st;
+	int ret = -1;
+
+	if (mkdir_parents(dir) < 0) {
+		str_printf(err, errsize, "mkdir of the parents of %s: %s", dir,
+			   strerror(errno));
+		goto out;
+	}
+	if (maildir_create(dir, &merr) < 0 ||
+	    maildir_scan(dir, &scan_set, scan_cb, &ctx, NULL, &merr) < 0) {
+		str_printf(err, errsize, "%s", merr.msg);
+		goto out;
+	}
+	/* new names get UIDs in this order */
+	if (ctx.count > 1)
+		qsort(ctx.msgs, ctx.count, sizeof(*ctx.msgs), msg_name_cmp);
+	names = xcalloc(ctx.count + 1, sizeof(*names));
+	for (size_t i = 0; i < ctx.count; i++)
+		names[i] = name_base(ctx.msgs[i].name);
+
+	st = uidlist_lock(dir, UIDLIST_LOCK_MSECS, &lock, &error);
+	if (st != UIDLIST_OK) {
+		str_printf(err, errsize, "uidlist lock: %s", error);
+		goto out;
+	}
+	st = uidlist_read(dir, max_records, &list, &error);
+	bool changed = true;
+	if (st == UIDLIST_NOT_FOUND) {
+		list = uidlist_new(0, max_records);
+	} else if (st == UIDLIST_REBUILD) {
+		log_warnx("pop3: %s/" UIDLIST_FILE_NAME ": %s: rebuilding "
+			  "from the Maildir", dir, error);
+		list = uidlist_rebuild(NULL, 0, max_records, names, ctx.count,
+				       &st, &error);
+		if (list == NULL) {
+			str_printf(err, errsize, "uidlist rebuild: %s", error);
+			goto out;
+		}
+	} else if (st != UIDLIST_OK) {
+		str_printf(err, errsize, "uidlist read: %s", error);
+		goto out;
+	} else {
+		changed = false;
+	}
+	uint32_t count0 = uidlist_count(list), next0 = uidlist_uidnext(list);
+	st = uidlist_sync(list, names, ctx.count, &error);
+	if (st != UIDLIST_OK) {
+		str_printf(err, errsize, "uidlist sync: %s", error);
+		goto out;
+	}
+	if (changed || count0 != uidlist_count(list) ||
+	    next0 != uidlist_uidnext(list)) {
+		st = uidlist_write(lock, list, &error);
+		if (st != UIDLIST_OK) {
+			str_printf(err, errsize, "uidlist write: %s", error);
+			goto out;
+		}
+	}
+	uidlist_unlock(&lock);
+
+	/* UIDs for the names; a name the list refused is left out */
+	size_t kept = 0;
+	for (size_t i = 0; i < ctx.count; i++) {
+		struct pop3_msg m = ctx.msgs[i];
+		m.uid = uidlist_lookup_name(list, name_base(m.name));
+		if (m.uid == 0) {
+			free(m.name);
+			continue;
+		}
+		if (m.vsize == UINT64_MAX) {
+			int64_t v = msg_vsize(dir, m.name);
+			if (v < 0) {
+				if (errno != ENOENT)
+					log_warn("pop3: %s/cur/%s", dir, m.name);
+				free(m.name);
+				continue;
+			}
+			m.vsize = (uint64_t)v;
+		}
+		ctx.msgs[kept++] = m;
+	}
+	ctx.count = kept;
+	if (ctx.count > 1)
+		qsort(ctx.msgs, ctx.count, sizeof(*ctx.msgs), msg_uid_cmp);
+	*uidvalidity_r = uidlist_uidvalidity(list);
+	*msgs_r = ctx.msgs;
+	*count_r = ctx.count;
+	ctx.msgs = NULL;
+	ctx.count = 0;
+	ret = 0;
+out:
+	uidlist_unlock(&lock);
+	uidlist_free(&list);
+	free(names);
+	for (size_t i = 0; i < ctx.count; i++)
+		free(ctx.msgs[i].name);
+	free(ctx.msgs);
+	return ret;
+}
+
+/* ---- login ----------------------------------------------------------------- */
+
+static void delay_timer_cb(void *context)
+{
+	struct pop3_session *s = context;
+
+	reply(s, "%s", s->delayed_reply);
+	session_set_state(s, POP3_STATE_AUTH);
+	session_pump(s);
+}
+
+static void login_failed(struct pop3_session *s, const char *text,
+			 uint32_t delay_ms)
+{
+	str_printf(s->delayed_reply, sizeof(s->delayed_reply), "%s", text);
+	net_timer_start(s->delay_timer, delay_ms > 0 ? delay_ms : 1, false);
+}
+
+static bool login_open(struct pop3_session *s, const char *user)
+{
+	char err[512];
+	const char *error;
+
+	if (node_mail_location_expand(s->cfg->set.mail_location, str_cstr(user),
+				      s->dir, sizeof(s->dir), &error) < 0) {
+		log_ctx_error(&s->log, "pop3: mail_location for this user: %s",
+			      error);
+		return false;
+	}
+	if (mailbox_sync(s->dir, (uint32_t)s->cfg->set.max_messages, &s->msgs,
+			 &s->msg_count, &s->uidvalidity, err, sizeof(err)) < 0) {
+		log_ctx_error(&s->log, "pop3: INBOX %s: %s", s->dir, err);
+		return false;
+	}
+	return true;
+}
+
+static void auth_callback(const struct auth_result *result, void *context)
+{
+	struct pop3_session *s = context;
+	char key[512];
+
+	s->auth_req = NULL;
+	if (result->warning != NULL)
+		log_ctx_warnx(&s->log, "pop3: auth: %s", result->warning);
+	if (result->code != AUTH_RESULT_OK) {
+		log_ctx_info(&s->log, "pop3: Login failed: %s (%s)",
+			     auth_result_code_str(result->code),
+			     result->log_reason != NULL ? result->log_reason : "-");
+		login_failed(s, result->code == AUTH_RESULT_TEMPFAIL
+				    ? "-ERR [SYS/TEMP] Temporary authentication failure."
+				    : "-ERR [AUTH] Authentication failed.",
+			     result->delay_ms);
+		return;
+	}
+	log_ctx_set_user(&s->log, str_cstr(result->user));
+	if (str_printf(key, sizeof(key), "%s %s", result->user, s->ip) < 0 ||
+	    !userip_take(key, s->cfg->set.mail_max_userip_connections)) {
+		log_ctx_info(&s->log, "pop3: Login refused: too many sessions "
+			     "for this user and IP (mail_max_userip_connections=%llu)",
+			     (unsigned long long)s->cfg->set.mail_max_userip_connections);
+		login_failed(s, "-ERR [IN-USE] Maximum number of connections "
+			     "from user+IP exceeded (mail_max_userip_connections).", 1);
+		return;
+	}
+	s->userip_key = xstrdup(key);
+	s->user = xstrdup(result->user);
+	if (!login_open(s, s->user)) {
+		login_failed(s, "-ERR [SYS/TEMP] Couldn't open INBOX.", 1);
+		return;
+	}
+	uint64_t total = 0;
+	for (size_t i = 0; i < s->msg_count; i++)
+		total += s->msgs[i].vsize;
+	log_ctx_info(&s->log, "pop3: Login: messages=%zu size=%llu "
+		     "uidvalidity=%u", s->msg_count, (unsigned long long)total,
+		     s->uidvalidity);
+	session_set_state(s, POP3_STATE_TRANSACTION);
+	reply(s, "+OK Logged in.");
+	session_pump(s);
+}
+
+static void auth_start(struct pop3_session *s, struct str user,
+		       struct str authzid, struct str password)
+{
+	const struct auth_request_params params = {
+		.user = user,
+		.authzid = authzid,
+		.password = password,
+		.service = "pop3",
+		.client_ip = s->ip,
+		.session_id = s->session_id,
+	};
+	session_set_state(s, POP3_STATE_AUTHING);
+	s->auth_req = auth_request_new(server_auth,
+				       net_worker_base(s->pw->worker), &params,
+				       auth_callback, s);
+}
+
+/* PLAIN: [authzid] NUL authcid NUL password (RFC 4616). */
+static void sasl_plain(struct pop3_session *s, struct str b64)
+{
+	struct buf *dec = buf_new_secret(64, s->cfg->set.max_line_length);
+	struct str all, authzid, rest, authcid, pass;
+
+	if (base64_decode(b64, dec) < 0) {
+		buf_free_secret(&dec);
+		session_set_state(s, POP3_STATE_AUTH);
+		reply(s, "-ERR [AUTH] Invalid base64 data in initial response");
+		bad_command(s);
+		return;
+	}
+	all = buf_str(dec);
+	if (!str_split(all, '\0', &authzid, &rest) ||
+	    !str_split(rest, '\0', &authcid, &pass) ||
+	    str_index(pass, '\0') >= 0 || authcid.len == 0) {
+		buf_free_secret(&dec);
+		session_set_state(s, POP3_STATE_AUTH);
+		reply(s, "-ERR [AUTH] Authentication failed.");
+		bad_command(s);
+		return;
+	}
+	auth_start(s, authcid, authzid, pass);
+	buf_free_secret(&dec);
+}
+
+/* ---- commands -------------------------------------------------------------- */
+
+/* A message number argument: 1..count, not deleted. NULL after replying
+ * the error. */
+static struct pop3_msg *msg_arg(struct pop3_session *s, struct str arg)
+{
+	uint64_t n;
+
+	if (!str_to_u64(arg, UINT32_MAX, &n) || n == 0) {
+		char san[64];
+		reply(s, "-ERR Invalid message number: %s",
+		      str_sanitize(arg, san, sizeof(san)));
+		return NULL;
+	}
+	if (n > s->msg_count) {
+		reply(s, "-ERR There's no message %llu.", (unsigned long long)n);
+		return NULL;
+	}
+	struct pop3_msg *m = &s->msgs[n - 1];
+	if (m->deleted) {
+		reply(s, "-ERR Message is deleted.");
+		return NULL;
+	}
+	return m;
+}
+
+static void cmd_stat(struct pop3_session *s)
+{
+	size_t count = 0;
+	uint64_t size = 0;
+	for (size_t i = 0; i < s->msg_count; i++) {
+		if (!s->msgs[i].deleted) {
+			count++;
+			size += s->msgs[i].vsize;
+		}
+	}
+	reply(s, "+OK %zu %llu", count, (unsigned long long)size);
+}
+
+static void cmd_list_uidl(struct pop3_session *s,
+			  const struct pop3_command *cmd, bool uidl)
+{
+	if (cmd->arg_count == 0) {
+		if (uidl) {
+			reply(s, "+OK");
+		} else {
+			size_t count = 0;
+			for (size_t i = 0; i < s->msg_count; i++)
+				count += !s->msgs[i].deleted;
+			reply(s, "+OK %zu messages:", count);
+		}
+		s->stream = uidl ? POP3_STREAM_UIDL : POP3_STREAM_LIST;
+		s->list_next = 0;
+		return;
+	}
+	struct pop3_msg *m = msg_arg(s, cmd->args[0]);
+	if (m == NULL)
+		return;
+	size_t n = (size_t)(m - s->msgs) + 1;
+	if (uidl)
+		reply(s, "+OK %zu %08x%08x", n, m->uid, s->uidvalidity);
+	else
+		reply(s, "+OK %zu %llu", n, (unsigned long long)m->vsize);
+}
+
+static void cmd_retr_top(struct pop3_session *s,
+			 const struct pop3_command *cmd, bool top)
+{
+	char path[MAILDIR_PATH_MAX], found[MAILDIR_NAME_MAX + 1];
+	struct maildir_error merr;
+	uint64_t lines = 0;
+
+	if (cmd->arg_count < (top ? 2u : 1u)) {
+		reply(s, "-ERR Invalid message number: ");
+		bad_command(s);
+		return;
+	}
+	struct pop3_msg *m = msg_arg(s, cmd->args[0]);
+	if (m == NULL)
+		return;
+	if (top && !str_to_u64(cmd->args[1], UINT64_MAX, &lines)) {
+		char san[64];
+		reply(s, "-ERR Invalid number of lines: %s",
+		      str_sanitize(cmd->args[1], san, sizeof(san)));
+		return;
+	}
+	int fd = -1;
+	if (str_printf(path, sizeof(path), "%s/cur/%s", s->dir, m->name) >= 0)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	else
+		errno = ENAMETOOLONG;
+	if (fd == -1 && errno == ENOENT &&
+	    maildir_find_base(s->dir, "cur", name_base(m->name), found,
+			      sizeof(found), &merr) == 1) {
+		/* another process changed its flags: same message */
+		free(m->name);
+		m->name = xstrdup(found);
+		if (str_printf(path, sizeof(path), "%s/cur/%s", s->dir,
+			       m->name) >= 0)
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd == -1) {
+		if (errno == ENOENT) {
+			reply(s, "-ERR Message was expunged by another session.");
+		} else {
+			log_ctx_warn(&s->log, "pop3: open(%s)", path);
+			reply(s, "-ERR [SYS/TEMP] Internal error occurred.");
+		}
+		return;
+	}
+	s->fd = fd;
+	s->top = top;
+	s->top_lines = lines;
+	s->body_lines = 0;
+	s->in_body = false;
+	s->at_line_start = true;
+	s->prev_cr = false;
+	s->line_len = 0;
+	s->stream = POP3_STREAM_MSG;
+	if (top) {
+		s->top_count++;
+		reply(s, "+OK");
+	} else {
+		s->retr_count++;
+		s->retr_bytes += m->vsize;
+		reply(s, "+OK %llu octets", (unsigned long long)m->vsize);
+	}
+}
+
+static void cmd_dele(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	if (cmd->arg_count == 0) {
+		reply(s, "-ERR Invalid message number: ");
+		bad_command(s);
+		return;
+	}
+	struct pop3_msg *m = msg_arg(s, cmd->args[0]);
+	if (m == NULL)
+		return;
+	m->deleted = true;
+	s->dele_count++;
+	reply(s, "+OK Marked to be deleted.");
+}
+
+static void cmd_rset(struct pop3_session *s)
+{
+	for (size_t i = 0; i < s->msg_count; i++)
+		s->msgs[i].deleted = false;
+	s->dele_count = 0;
+	reply(s, "+OK");
+}
+
+/* QUIT in TRANSACTION: the UPDATE state of RFC 1939. */
+static void cmd_quit_update(struct pop3_session *s)
+{
+	struct maildir_error merr;
+	bool failed = false;
+
+	if (s->dele_count == 0) {
+		reply(s, "+OK Logging out.");
+		s->close_reason = "Logged out";
+		return;
+	}
+	for (size_t i = 0; i < s->msg_count; i++) {
+		if (!s->msgs[i].deleted)
+			continue;
+		if (maildir_expunge(s->dir, s->msgs[i].name, &merr) < 0) {
+			log_ctx_error(&s->log, "pop3: expunge %s: %s",
+				      s->msgs[i].name, merr.msg);
+			failed = true;
+		}
+	}
+	/* drop the expunged names from the UID list now */
+	struct pop3_msg *msgs = NULL;
+	size_t count = 0;
+	uint32_t uidvalidity;
+	char err[512];
+	if (mailbox_sync(s->dir, (uint32_t)s->cfg->set.max_messages, &msgs,
+			 &count, &uidvalidity, err, sizeof(err)) < 0)
+		log_ctx_warnx(&s->log, "pop3: UID list sync after expunge: %s",
+			      err);
+	for (size_t i = 0; i < count; i++)
+		free(msgs[i].name);
+	free(msgs);
+	if (failed) {
+		reply(s, "-ERR [SYS/TEMP] Failed to delete some messages.");
+		s->close_reason = "Logged out (expunge failed)";
+	} else {
+		reply(s, "+OK Logging out, messages deleted.");
+		s->close_reason = "Logged out";
+	}
+}
+
+static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	if (cmd->arg_count == 0) {
+		buf_append_cstr(s->out, "+OK\r\nPLAIN\r\n.\r\n");
+		return;
+	}
+	if (!str_eq_nocase(cmd->args[0], STR("PLAIN"))) {
+		reply(s, "-ERR [AUTH] Unsupported authentication mechanism.");
+		bad_command(s);
+		return;
+	}
+	if (cmd->args_overflow) {
+		reply(s, "-ERR [AUTH] Invalid base64 data in initial response");
+		bad_command(s);
+		return;
+	}
+	if (cmd->arg_count == 2) {
+		sasl_plain(s, str_eq(cmd->args[1], STR("=")) ? STR("")
+							       : cmd->args[1]);
+		return;
+	}
+	session_set_state(s, POP3_STATE_AUTH_SASL);
+	buf_append_cstr(s->out, "+ \r\n");
+}
+
+static void run_command(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	bool authed = s->state == POP3_STATE_TRANSACTION;
+
+	switch (cmd->verb) {
+	case POP3_VERB_CAPA:
+		buf_append_cstr(s->out, POP3_CAPA);
+		return;
+	case POP3_VERB_QUIT:
+		if (authed) {
+			cmd_quit_update(s);
+		} else {
+			reply(s, "+OK Logging out");
+			s->close_reason = "Aborted login by logging out";
+		}
+		return;
+	case POP3_VERB_NOOP:
+		if (authed) {
+			reply(s, "+OK");
+			return;
+		}
+		break;
+	case POP3_VERB_USER:
+		if (!authed) {
+			buf_free(&s->last_user);
+			s->last_user = buf_new(64, s->cfg->set.max_line_length);
+			buf_append_str(s->last_user, cmd->rest);
+			reply(s, "+OK");
+			return;
+		}
+		break;
+	case POP3_VERB_PASS:
+		if (!authed) {
+			if (s->last_user == NULL) {
+				reply(s, "-ERR No username given.");
+				bad_command(s);
+				return;
+			}
+			struct buf *u = s->last_user;
+			s->last_user = NULL;
+			auth_start(s, buf_str(u), STR(""), cmd->rest);
+			buf_free(&u);
+			return;
+		}
+		break;
+	case POP3_VERB_AUTH:
+		if (!authed) {
+			cmd_auth(s, cmd);
+			return;
+		}
+		break;
+	case POP3_VERB_STAT:
+		if (authed) {
+			cmd_stat(s);
+			return;
+		}
+		break;
+	case POP3_VERB_LIST:
+	case POP3_VERB_UIDL:
+		if (authed) {
+			cmd_list_uidl(s, cmd, cmd->verb == POP3_VERB_UIDL);
+			return;
+		}
+		break;
+	case POP3_VERB_RETR:
+	case POP3_VERB_TOP:
+		if (authed) {
+			cmd_retr_top(s, cmd, cmd->verb == POP3_VERB_TOP);
+			return;
+		}
+		break;
+	case POP3_VERB_DELE:
+		if (authed) {
+			cmd_dele(s, cmd);
+			return;
+		}
+		break;
+	case POP3_VERB_RSET:
+		if (authed) {
+			cmd_rset(s);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	char san[64];
+	if (authed)
+		reply(s, "-ERR Unknown command: %s",
+		      str_sanitize(cmd->verb_str, san, sizeof(san)));
+	else
+		reply(s, "-ERR Unknown command.");
+	bad_command(s);
+}
+
+/* Handles what is in s->in. Returns true when it made progress (a command
+ * or an error was handled), false when more input is needed. */
+static bool handle_input(struct pop3_session *s)
+{
+	struct pop3_parse_error perr;
+	size_t consumed = 0;
+
+	if (s->in_pos == s->in_len)
+		return false;
+	const uint8_t *p = s->in + s->in_pos;
+	size_t len = s->in_len - s->in_pos;
+	if (s->state == POP3_STATE_AUTH_SASL) {
+		struct str line;
+		enum pop3_parse_result r = pop3_parser_read_line(
+		    s->parser, p, len, &consumed, &line, &perr);
+		s->in_pos += consumed;
+		if (r == POP3_PARSE_MORE)
+			return false;
+		if (r == POP3_PARSE_ERROR) {
+			session_set_state(s, POP3_STATE_AUTH);
+			reply(s, "-ERR [AUTH] %s", perr.msg);
+			bad_command(s);
+		} else if (str_eq(line, STR("*"))) {
+			session_set_state(s, POP3_STATE_AUTH);
+			reply(s, "-ERR [AUTH] Authentication aborted by client.");
+		} else {
+			sasl_plain(s, line);
+		}
+		str_wipe(s->in, s->in_pos);
+		return true;
+	}
+	struct pop3_command cmd;
+	enum pop3_parse_result r =
+	    pop3_parser_parse(s->parser, p, len, &consumed, &cmd, &perr);
+	s->in_pos += consumed;
+	if (r == POP3_PARSE_MORE)
+		return false;
+	if (s->cfg->set.idle_timeout_msecs > 0)
+		net_timer_start(s->idle_timer,
+				(unsigned int)s->cfg->set.idle_timeout_msecs,
+				false);
+	if (r == POP3_PARSE_ERROR) {
+		if (perr.kind == POP3_PARSE_ERR_TOO_LONG)
+			reply(s, "-ERR Input line too long.");
+		else
+			reply(s, "-ERR Unknown command.");
+		bad_command(s);
+		return true;
+	}
+	run_command(s, &cmd);
+	/* PASS and AUTH lines carry secrets */
+	if (cmd.verb == POP3_VERB_PASS || cmd.verb == POP3_VERB_AUTH)
+		str_wipe(s->in, s->in_pos);
+	return true;
+}
+
+/* ---- streaming bodies ---------------------------------------------------- */
+
+static void stream_list_fill(struct pop3_session *s)
+{
+	while (s->list_next < s->msg_count && s->out->len < LIST_CHUNK) {
+		const struct pop3_msg *m = &s->msgs[s->list_next++];
+		if (m->deleted)
+			continue;
+		if (s->stream == POP3_STREAM_UIDL)
+			buf_printf(s->out, "%zu %08x%08x\r\n", s->list_next,
+				   m->uid, s->uidvalidity);
+		else
+			buf_printf(s->out, "%zu %llu\r\n", s->list_next,
+				   (unsigned long long)m->vsize);
+	}
+	if (s->list_next >= s->msg_count) {
+		buf_append_cstr(s->out, ".\r\n");
+		s->stream = POP3_STREAM_NONE;
+	}
+}
+
+static void stream_msg_end(struct pop3_session *s)
+{
+	if (!s->at_line_start)
+		buf_append_cstr(s->out, "\r\n");
+	buf_append_cstr(s->out, ".\r\n");
+	close(s->fd);
+	s->fd = -1;
+	s->stream = POP3_STREAM_NONE;
+}
+
+/* Sends the next piece of the message: bare LF -> CRLF, a '.' starting a
+ * line doubled, TOP stops after the header and top_lines body lines. */
+static void stream_msg_fill(struct pop3_session *s)
+{
+	uint8_t chunk[RETR_CHUNK], outb[RETR_CHUNK * 2 + 4];
+	size_t o = 0;
+
+	ssize_t n = read(s->fd, chunk, sizeof(chunk));
+	if (n < 0) {
+		log_ctx_warn(&s->log, "pop3: read of a message failed");
+		s->close_reason = "message read failed";
+		close(s->fd);
+		s->fd = -1;
+		s->stream = POP3_STREAM_NONE;
+		return;
+	}
+	if (n == 0) {
+		stream_msg_end(s);
+		return;
+	}
+	bool done = false;
+	if (s->top && s->in_body && s->body_lines >= s->top_lines)
+		done = true;
+	for (ssize_t i = 0; i < n && !done; i++) {
+		uint8_t c = chunk[i];
+		if (s->at_line_start && c == '.')
+			outb[o++] = '.';
+		if (c == '\n' && !s->prev_cr)
+			outb[o++] = '\r';
+		outb[o++] = c;
+		s->prev_cr = c == '\r';
+		s->at_line_start = c == '\n';
+		if (c == '\n') {
+			if (!s->in_body) {
+				if (s->line_len == 0)
+					s->in_body = true;
+			} else {
+				s->body_lines++;
+			}
+			s->line_len = 0;
+			if (s->top && s->in_body &&
+			    s->body_lines >= s->top_lines)
+				done = true;
+		} else if (c != '\r') {
+			s->line_len++;
+		}
+	}
+	buf_append(s->out, outb, o);
+	if (done)
+		stream_msg_end(s);
+}
+
+/* ---- I/O ----------------------------------------------------------------- */
+
+static void session_pump(struct pop3_session *s)
+{
+	while (s->state != POP3_STATE_CLOSING) {
+		if (s->out->len > 0) {
+			ssize_t n = conn_write(s->conn, s->out->data,
+					       s->out->len);
+			if (n > 0) {
+				buf_consume(s->out, (size_t)n);
+				continue;
+			}
+			if (n == CONN_AGAIN) {
+				conn_want(s->conn, false, true);
+				return;
+			}
+			session_close(s, conn_error(s->conn));
+			return;
+		}
+		if (s->close_reason != NULL) {
+			session_close(s, s->close_reason);
+			return;
+		}
+		if (s->stream == POP3_STREAM_MSG) {
+			stream_msg_fill(s);
+			continue;
+		}
+		if (s->stream != POP3_STREAM_NONE) {
+			stream_list_fill(s);
+			continue;
+		}
+		if (s->state == POP3_STATE_AUTHING) {
+			conn_want(s->conn, false, false);
+			return;
+		}
+		if (s->pw->draining) {
+			reply(s, "-ERR [SYS/TEMP] Server shutting down.");
+			s->close_reason = "Server shutting down";
+			continue;
+		}
+		if (handle_input(s))
+			continue;
+		s->in_pos = s->in_len = 0;
+		ssize_t n = conn_read(s->conn, s->in, sizeof(s->in));
+		if (n > 0) {
+			s->in_len = (size_t)n;
+			continue;
+		}
+		if (n == CONN_AGAIN) {
+			conn_want(s->conn, true, false);
+			return;
+		}
+		session_close(s, n == CONN_EOF ? "Connection closed"
+					       : conn_error(s->conn));
+		return;
+	}
+}
+
+static void conn_cb(struct conn *c, enum conn_event ev, void *context)
+{
+	struct pop3_session *s = context;
+	(void)c;
+
+	if (ev == CONN_EV_ERROR) {
+		session_close(s, conn_error(s->conn));
+		return;
+	}
+	session_pump(s);
+}
+
+static void idle_timer_cb(void *context)
+{
+	struct pop3_session *s = context;
+
+	if (s->state == POP3_STATE_AUTHING)
+		return;
+	/* best effort: the reply goes if the socket takes it now */
+	reply(s, "-ERR Disconnected for inactivity.");
+	(void)conn_write(s->conn, s->out->data, s->out->len);
+	session_close(s, "Disconnected for inactivity");
+}
+
+void pop3_server_accept(struct net_worker *worker, int fd,
+			const struct net_addr *peer,
+			const struct net_addr *local, void *context)
+{
+	struct pop3_worker *pw = net_worker_get_data(worker);
+	struct pop3_session *s = xcalloc(1, sizeof(*s));
+	struct event_base *base = net_worker_base(worker);
+	(void)local;
+	(void)context;
+
+	s->pw = pw;
+	s->cfg = config_ref();
+	s->fd = -1;
+	s->conn = conn_new(base, fd, conn_cb, s);
+	const struct pop3_parser_limits limits = {
+		.max_line_len = s->cfg->set.max_line_length,
+		.max_auth_line_len = s->cfg->set.max_line_length,
+		.max_args = 2,
+	};
+	s->parser = pop3_parser_new(&limits);
+	s->out = buf_new(1024, OUT_MAX);
+	s->idle_timer = net_timer_new(base, idle_timer_cb, s);
+	s->delay_timer = net_timer_new(base, delay_timer_cb, s);
+	s->free_timer = net_timer_new(base, session_free_cb, s);
+	net_addr_ip_str(peer, s->ip, sizeof(s->ip));
+	log_session_id_new(s->session_id);
+	log_ctx_init(&s->log);
+	log_ctx_set_rip(&s->log, &peer->u.sa);
+	log_ctx_set_session(&s->log, s->session_id);
+	s->next = pw->sessions;
+	if (pw->sessions != NULL)
+		pw->sessions->prev = s;
+	pw->sessions = s;
+	pw->count++;
+	log_ctx_debug(&s->log, "pop3: connected");
+	if (s->cfg->set.idle_timeout_msecs > 0)
+		net_timer_start(s->idle_timer,
+				(unsigned int)s->cfg->set.idle_timeout_msecs,
+				false);
+	buf_append_cstr(s->out, POP3_GREETING);
+	session_pump(s);
+}
+
+/* ---- workers --------------------------------------------------------------- */
+
+static void worker_init(struct net_worker *worker, void *context)
+{
+	struct pop3_worker *pw = xcalloc(1, sizeof(*pw));
+	(void)context;
+	pw->worker = worker;
+	net_worker_set_data(worker, pw);
+}
+
+static void worker_stopping(struct net_worker *worker, void *context)
+{
+	struct pop3_worker *pw = net_worker_get_data(worker);
+	(void)context;
+
+	pw->draining = true;
+	if (pw->count == 0) {
+		net_worker_drained(worker);
+		return;
+	}
+	/* sessions between commands close now; one that is sending a body
+	 * or waiting for auth closes when it is done (or at the grace end) */
+	for (struct pop3_session *s = pw->sessions; s != NULL; s = s->next) {
+		if (s->state == POP3_STATE_CLOSING ||
+		    s->state == POP3_STATE_AUTHING ||
+		    s->stream != POP3_STREAM_NONE || s->out->len > 0)
+			continue;
+		session_pump(s);
+	}
+}
+
+static void worker_deinit(struct net_worker *worker, void *context)
+{
+	struct pop3_worker *pw = net_worker_get_data(worker);
+	(void)context;
+
+	pw->draining = false; /* no net_worker_drained from here */
+	while (pw->sessions != NULL) {
+		struct pop3_session *s = pw->sessions;
+		if (s->state != POP3_STATE_CLOSING)
+			session_close(s, "Server shutting down");
+		session_free_cb(s);
+	}
+	free(pw);
+	net_worker_set_data(worker, NULL);
+}
+
+static void worker_log(const char *message, void *context)
+{
+	(void)context;
+	log_warnx("%s", message);
+}
+
+const struct net_workers_settings *pop3_server_worker_hooks(unsigned int count)
+{
+	static struct net_workers_settings set;
+	set.count = count;
+	set.init = worker_init;
+	set.deinit = worker_deinit;
+	set.stopping = worker_stopping;
+	set.log = worker_log;
+	return &set;
+}
