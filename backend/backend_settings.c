@@ -13,7 +13,7 @@ static const char *const log_level_values[] = { "debug", "info", "notice",
 #define L struct node_listener_settings
 static const struct config_def listener_defs[] = {
 	CONFIG_DEF_ENUM(L, "protocol", protocol, "pop3", protocol_values,
-			"pop3 (imap and lmtp are not built yet)"),
+			"pop3 or lmtp (imap is not built yet)"),
 	CONFIG_DEF_LIST(L, "address", address, NULL,
 			"addresses to listen on: 127.0.0.1:110 [::1]:110"),
 	CONFIG_DEF_END,
@@ -61,6 +61,16 @@ static const struct config_def node_defs[] = {
 			  "characters allowed in user names"),
 	CONFIG_DEF_BOOL(S, "auth_username_lowercase", auth_username_lowercase,
 			"yes", "lower-case user names (Dovecot's %Lu)"),
+	CONFIG_DEF_SIZE(S, "lmtp_max_message_size", lmtp_max_message_size,
+			"50M", 1024, 1073741824,
+			"LMTP: largest message (SIZE in LHLO; over it 552 5.3.4)"),
+	CONFIG_DEF_UINT(S, "lmtp_max_recipients", lmtp_max_recipients, "100",
+			1, 1000, "LMTP: recipients per message"),
+	CONFIG_DEF_DURATION(S, "lmtp_timeout", lmtp_timeout_msecs, "5m", 1000,
+			    0, "LMTP: close a session idle this long"),
+	CONFIG_DEF_NETS(S, "lmtp_trusted_networks", lmtp_trusted_networks,
+			"127.0.0.0/8 ::1",
+			"LMTP clients allowed (others get 554 5.7.1)"),
 	CONFIG_DEF_BLOCK(S, "passdb", passdb, &passdb_settings_section,
 			 "password database"),
 	CONFIG_DEF_SECTIONS(S, "listener", listeners, listener_count,
@@ -97,10 +107,11 @@ int node_settings_check(const struct node_settings *set, char *err,
 	}
 	for (size_t i = 0; i < set->listener_count; i++) {
 		const struct node_listener_settings *l = &set->listeners[i];
-		if (l->protocol != NODE_LISTENER_POP3) {
+		if (l->protocol != NODE_LISTENER_POP3 &&
+		    l->protocol != NODE_LISTENER_LMTP) {
 			str_printf(err, errsize,
 				   "listener %s: protocol %s is not built yet "
-				   "(only pop3)", l->name,
+				   "(only pop3 and lmtp)", l->name,
 				   node_listener_protocol_name(l->protocol));
 			return -1;
 		}

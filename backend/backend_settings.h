@@ -18,7 +18,7 @@
 enum node_listener_protocol {
 	NODE_LISTENER_POP3 = 0, /* built */
 	NODE_LISTENER_IMAP,     /* accepted by the schema, not built yet */
-	NODE_LISTENER_LMTP,     /* accepted by the schema, not built yet */
+	NODE_LISTENER_LMTP,     /* built (backend/lmtp_server.h) */
 };
 
 struct node_listener_settings {
@@ -46,6 +46,11 @@ struct node_settings {
 	char *auth_username_chars;
 	bool auth_username_lowercase;
 	struct passdb_settings passdb;
+	/* LMTP (backend/lmtp_server.h) */
+	uint64_t lmtp_max_message_size;
+	uint64_t lmtp_max_recipients;
+	uint64_t lmtp_timeout_msecs;
+	struct config_nets lmtp_trusted_networks;
 	struct node_listener_settings *listeners;
 	size_t listener_count;
 };

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "xmalloc.h"
 
 #define SAVE_BUF_SIZE 16384
@@ -127,21 +128,6 @@ static int path_make(char *path_r, const char *dir, const char *a,
 	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static int fsync_dir(const char *path, struct maildir_error *err)
 {
@@ -829,7 +815,7 @@ static int save_flush(struct maildir_save *s, struct maildir_error *err)
 {
 	if (s->buf_len == 0)
 		return 0;
-	if (write_all(s->fd, s->buf, s->buf_len) == -1) {
+	if (fd_write_all(s->fd, s->buf, s->buf_len) == -1) {
 		err_sys(err, "write", s->tmp_path);
 		save_discard(s);
 		return -1;
@@ -858,7 +844,7 @@ int maildir_save_write(struct maildir_save *s, const void *data, size_t len,
 	while (len > 0) {
 		if (s->buf_len == 0 && len >= SAVE_BUF_SIZE) {
 			/* large chunk: straight to the file */
-			if (write_all(s->fd, p, len) == -1) {
+			if (fd_write_all(s->fd, p, len) == -1) {
 				err_sys(err, "write", s->tmp_path);
 				save_discard(s);
 				return -1;
@@ -1443,7 +1429,7 @@ int maildir_keywords_write(const char *dir, const struct maildir_keywords *kw,
 			continue;
 		int n =
 		    str_printf(line, sizeof(line), "%d %s\n", i, kw->names[i]);
-		if (n < 0 || write_all(fd, line, (size_t)n) == -1) {
+		if (n < 0 || fd_write_all(fd, line, (size_t)n) == -1) {
 			err_sys(err, "write", tmp);
 			goto fail;
 		}

@@ -1,6 +1,7 @@
 /*
- * mailring-backend: the mail node (issue 5). This slice serves POP3 over
- * Maildir; IMAP and LMTP listeners are refused at start ("not built yet").
+ * mailring-backend: the mail node (issue 5). This slice serves POP3 and
+ * LMTP over Maildir; IMAP listeners are refused at start ("not built
+ * yet"). LMTP and POP3 sessions share the worker threads.
  *
  *   mailring-backend [-c FILE] [-t | -n | -a]
  *
@@ -22,6 +23,7 @@
 #include "auth/auth.h"
 #include "backend_settings.h"
 #include "config.h"
+#include "lmtp_server.h"
 #include "log.h"
 #include "net.h"
 #include "pop3_server.h"
@@ -108,6 +110,7 @@ static void on_reload(int signo, void *context)
 	/* passdb and auth_* settings are read at start only (the auth
 	 * service keeps running; the passwd-file itself is re-read by it) */
 	apply_logging(&set);
+	lmtp_server_config_install(&set);
 	pop3_server_config_install(&set);
 	log_notice("configuration reloaded");
 }
@@ -138,7 +141,11 @@ static int start_listeners(const struct node_settings *set)
 				log_error("listener %s: %s", l->name, error);
 				return -1;
 			}
-			if (net_workers_add_listener(workers, &a, pop3_server_accept,
+			net_accept_fn *accept_fn =
+			    l->protocol == NODE_LISTENER_LMTP
+				? lmtp_server_accept
+				: pop3_server_accept;
+			if (net_workers_add_listener(workers, &a, accept_fn,
 						     NULL, &bound, err,
 						     sizeof(err)) < 0) {
 				log_error("listener %s: %s", l->name, err);
@@ -150,6 +157,42 @@ static int start_listeners(const struct node_settings *set)
 		}
 	}
 	return 0;
+}
+
+/* The workers run POP3's hooks and LMTP's next to them. */
+static const struct net_workers_settings *pop3_hooks;
+
+static void worker_init(struct net_worker *worker, void *context)
+{
+	(void)context;
+	lmtp_server_worker_init(worker);
+	pop3_hooks->init(worker, pop3_hooks->context);
+}
+
+static void worker_stopping(struct net_worker *worker, void *context)
+{
+	(void)context;
+	/* LMTP closes its sessions at once; POP3 says when it is drained */
+	lmtp_server_worker_stopping(worker);
+	pop3_hooks->stopping(worker, pop3_hooks->context);
+}
+
+static void worker_deinit(struct net_worker *worker, void *context)
+{
+	(void)context;
+	lmtp_server_worker_deinit(worker);
+	pop3_hooks->deinit(worker, pop3_hooks->context);
+}
+
+static const struct net_workers_settings *worker_hooks(unsigned int count)
+{
+	static struct net_workers_settings set;
+	pop3_hooks = pop3_server_worker_hooks(count);
+	set = *pop3_hooks;
+	set.init = worker_init;
+	set.stopping = worker_stopping;
+	set.deinit = worker_deinit;
+	return &set;
 }
 
 int main(int argc, char **argv)
@@ -195,9 +238,10 @@ int main(int argc, char **argv)
 	if (auth == NULL)
 		fatalx("auth: %s", auth_error != NULL ? auth_error : "failed");
 	unsigned int nworkers = (unsigned int)set.workers;
+	lmtp_server_init(auth, &set);
 	pop3_server_init(auth, &set);
 
-	workers = net_workers_new(pop3_server_worker_hooks(nworkers), err,
+	workers = net_workers_new(worker_hooks(nworkers), err,
 				  sizeof(err));
 	if (workers == NULL)
 		fatalx("%s", err);
@@ -223,6 +267,7 @@ int main(int argc, char **argv)
 	event_base_free(main_base);
 	auth_free(&auth);
 	pop3_server_deinit();
+	lmtp_server_deinit();
 	log_notice("mailring-backend stopped");
 	return 0;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "fdio.h"
 #include "placement.h"
 #include "xmalloc.h"
 
@@ -555,21 +556,6 @@ size_t director_mapping_count(const struct director *d)
 
 /* ---- the state file ---------------------------------------------------------- */
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 int director_save(const struct director *d, const char *path,
 		  uint64_t now_msecs, char *err, size_t errsize)
@@ -603,7 +589,7 @@ int director_save(const struct director *d, const char *path,
 		}
 	}
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write_all(fd, out->data, out->len) < 0 || fsync(fd) < 0) {
+	if (fd < 0 || fd_write_all(fd, out->data, out->len) < 0 || fsync(fd) < 0) {
 		str_printf(err, errsize, "write(%s) failed: %s", tmp, strerror(errno));
 		if (fd >= 0)
 			close(fd);

@@ -34,6 +34,7 @@
 #include <event2/event.h>
 
 #include "auth/auth.h"
+#include "fdio.h"
 #include "http_parse.h"
 #include "json_flat.h"
 #include "log.h"
@@ -349,20 +350,6 @@ static int url_encode(struct buf *out, const char *s)
 	return 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 struct admin_answer {
 	unsigned int status;
@@ -412,7 +399,7 @@ static int admin_call(const struct cli *cli, const char *method,
 		close(fd);
 		return EX_USAGE;
 	}
-	if (write_all(fd, req->data, req->len) < 0) {
+	if (fd_write_all(fd, req->data, req->len) < 0) {
 		fprintf(stderr, "mailring: writing to %s failed: %s\n",
 			cli->socket_path, strerror(errno));
 		buf_free(&req);
