@@ -25,6 +25,8 @@
 #include "config.h"
 #include "lmtp_server.h"
 #include "log.h"
+#include "mailbox.h"
+#include "maildir.h"
 #include "net.h"
 #include "pop3_server.h"
 
@@ -39,10 +41,15 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: mailring-backend [-c config] [-t] [-n] [-a]\n"
+		"       mailring-backend [-c config] resync USER [MAILBOX]\n"
+		"       mailring-backend [-c config] index dump USER MAILBOX\n"
 		"  -c FILE  config file (default " DEFAULT_CONFIG ")\n"
 		"  -t       check the config file and exit\n"
 		"  -n       print settings that differ from the defaults\n"
-		"  -a       print all settings\n");
+		"  -a       print all settings\n"
+		"  resync      rebuild the UID list and index of USER's MAILBOX\n"
+		"              (default INBOX) from the Maildir, keeping UIDs and flags\n"
+		"  index dump  print what the index of USER's MAILBOX holds\n");
 }
 
 static void apply_logging(const struct node_settings *set)
@@ -195,6 +202,58 @@ static const struct net_workers_settings *worker_hooks(unsigned int count)
 	return &set;
 }
 
+/* `resync USER [MAILBOX]` and `index dump USER MAILBOX`: USER is the
+ * canonical user name (as the passdb returns it; mail_location is expanded
+ * with it), MAILBOX INBOX or a folder. Exit codes: 0 done, 1 failed, 64
+ * usage. */
+static int admin_command(const struct node_settings *set, int argc, char **argv)
+{
+	bool dump = argc >= 2 && strcmp(argv[0], "index") == 0 &&
+		    strcmp(argv[1], "dump") == 0;
+	bool resync = argc >= 1 && strcmp(argv[0], "resync") == 0;
+	int first = dump ? 2 : 1;
+	int nargs = argc - first;
+	char root[4096], dir[4096];
+	const char *error = NULL;
+	struct maildir_error merr;
+
+	if ((!dump && !resync) || nargs < 1 || nargs > 2 || (dump && nargs != 2)) {
+		usage();
+		return 64;
+	}
+	const char *user = argv[first];
+	const char *mailbox = nargs == 2 ? argv[first + 1] : "INBOX";
+	if (node_mail_location_expand(set->mail_location, str_cstr(user), root,
+				      sizeof(root), &error) < 0) {
+		fprintf(stderr, "mailring-backend: user %s: %s\n", user, error);
+		return 1;
+	}
+	if (maildir_folder_path(root, str_cstr(mailbox), dir, sizeof(dir),
+				&merr) < 0) {
+		fprintf(stderr, "mailring-backend: mailbox %s: %s\n", mailbox, merr.msg);
+		return 1;
+	}
+	if (dump) {
+		int r = mailbox_index_dump(dir, stdout, &error);
+		if (r == 0) {
+			fprintf(stderr, "mailring-backend: %s has no index\n", dir);
+			return 1;
+		}
+		if (r < 0) {
+			fprintf(stderr, "mailring-backend: %s: %s\n", dir, error);
+			return 1;
+		}
+		return 0;
+	}
+	struct mailbox_settings ms = { .max_messages = (uint32_t)set->max_messages };
+	if (mailbox_resync(dir, &ms, &error) < 0) {
+		fprintf(stderr, "mailring-backend: resync of %s failed: %s\n", dir, error);
+		return 1;
+	}
+	printf("resynced %s\n", dir);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config_cli cli = { .path = DEFAULT_CONFIG };
@@ -226,6 +285,12 @@ int main(int argc, char **argv)
 	if (test_only) {
 		config_free(&node_settings_schema, &set);
 		return 0;
+	}
+	if (optind < argc) {
+		log_set_level((enum log_level)set.log_level);
+		ret = admin_command(&set, argc - optind, argv + optind);
+		config_free(&node_settings_schema, &set);
+		return ret;
 	}
 	config_path = cli.path;
 	apply_logging(&set);

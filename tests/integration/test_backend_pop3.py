@@ -423,3 +423,35 @@ def test_user_domain_template(mailring_backend, corpus):
         p.pass_("pass")
     assert e.value.args[0].startswith(b"-ERR [SYS/TEMP]")
     p.quit()
+
+
+def test_resync_and_index_dump(node, corpus):
+    """`mailring-backend resync USER` builds the index from the Maildir
+    keeping the UIDs POP3 handed out, `index dump` shows them, and a dump
+    of a mailbox without an index says so (exit 1)."""
+    import subprocess
+    md = node.maildir("user3")
+    for name in sorted(corpus)[:3]:
+        deliver(md, corpus[name])
+    p = login(node, "user3")
+    before = uidls(p)
+    p.quit()
+
+    def run(*args):
+        return subprocess.run([node.binary, "-c", node.conf_path] + list(args),
+                              capture_output=True, text=True, timeout=30)
+
+    r = run("index", "dump", "user3", "INBOX")
+    assert r.returncode == 1 and "no index" in r.stderr, (r.stdout, r.stderr)
+    r = run("resync", "user3")
+    assert r.returncode == 0 and "resynced" in r.stdout, r.stderr
+    r = run("index", "dump", "user3", "INBOX")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("uidvalidity=") and "messages=3" in lines[0]
+    uids = [int(l.split()[1]) for l in lines[1:]]
+    validity = int(lines[0].split()[0].split("=")[1])
+    assert ["%08x%08x" % (u, validity) for u in uids] == \
+        [u.decode() for u in before]
+    assert run("resync").returncode == 64
+    assert run("index", "dump", "user3").returncode == 64
