@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "crc32.h"
+#include "lockfile.h"
 #include "log.h"
 #include "mailindex.h"
 #include "str.h"
@@ -1025,35 +1026,11 @@ struct mailindex_lock {
 	char dir[INDEX_PATH_MAX];
 };
 
-static uint64_t monotonic_msecs(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int try_lock(int fd)
-{
-	struct flock fl = {
-	    .l_type = F_WRLCK,
-	    .l_whence = SEEK_SET,
-	};
-#ifdef F_OFD_SETLK
-	return fcntl(fd, F_OFD_SETLK, &fl);
-#else
-	return fcntl(fd, F_SETLK, &fl);
-#endif
-}
-
-enum mailindex_status mailindex_lock(const char *dir,
-				     unsigned int timeout_msecs,
-				     struct mailindex_lock **lock_r,
-				     const char **error_r)
+enum mailindex_status mailindex_lock(const char *dir, unsigned int timeout_msecs,
+		struct mailindex_lock **lock_r, const char **error_r)
 {
 	char path[INDEX_PATH_MAX];
-	uint64_t deadline = monotonic_msecs() + timeout_msecs;
-	unsigned int sleep_msecs = 1;
+	char err[512];
 	int fd;
 
 	*lock_r = NULL;
@@ -1061,52 +1038,11 @@ enum mailindex_status mailindex_lock(const char *dir,
 		*error_r = "path too long";
 		return MAILINDEX_ERROR;
 	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd == -1) {
-		*error_r = errf("open(%s) failed: %s", path, strerror(errno));
-		return MAILINDEX_ERROR;
+	fd = lockfile_take(path, timeout_msecs, err, sizeof(err));
+	if (fd < 0) {
+		*error_r = errf("%s", err);
+		return fd == LOCKFILE_TIMEOUT ? MAILINDEX_LOCK_TIMEOUT : MAILINDEX_ERROR;
 	}
-	while (try_lock(fd) == -1) {
-		if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
-			*error_r =
-			    errf("fcntl(%s) failed: %s", path, strerror(errno));
-			close(fd);
-			return MAILINDEX_ERROR;
-		}
-		uint64_t now = monotonic_msecs();
-		if (now >= deadline) {
-			char holder[128];
-			ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-			holder[n > 0 ? n : 0] = '\0';
-			holder[strcspn(holder, "\n")] = '\0';
-			*error_r = errf("timed out after %u ms waiting for "
-					"the lock %s (held by: %s)",
-					timeout_msecs, path,
-					holder[0] != '\0' ? holder : "?");
-			close(fd);
-			return MAILINDEX_LOCK_TIMEOUT;
-		}
-		if (sleep_msecs > deadline - now)
-			sleep_msecs = (unsigned int)(deadline - now);
-		struct timespec ts = {
-		    .tv_sec = sleep_msecs / 1000,
-		    .tv_nsec = (long)(sleep_msecs % 1000) * 1000000,
-		};
-		nanosleep(&ts, NULL);
-		if (sleep_msecs < 50)
-			sleep_msecs *= 2;
-	}
-	char host[256] = "?";
-	char holder[320];
-	if (gethostname(host, sizeof(host)) == -1)
-		str_copy(STR("?"), host, sizeof(host));
-	host[sizeof(host) - 1] = '\0';
-	int n = str_printf(holder, sizeof(holder), "pid=%ld host=%s\n",
-			   (long)getpid(), host);
-	if (n > 0 && ftruncate(fd, 0) == 0 &&
-	    pwrite(fd, holder, (size_t)n, 0) != n)
-		log_warn("mailindex: writing the lock holder to %s", path);
-
 	struct mailindex_lock *lock = xcalloc(1, sizeof(*lock));
 	lock->fd = fd;
 	str_copy(str_cstr(dir), lock->dir, sizeof(lock->dir));

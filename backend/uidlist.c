@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "crc32.h"
+#include "lockfile.h"
 #include "log.h"
 #include "uidlist.h"
 #include "xmalloc.h"
@@ -903,92 +904,23 @@ static int path_join(char *dst, const char *dir, const char *name)
 									 : 0;
 }
 
-static uint64_t monotonic_msecs(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static int try_lock(int fd)
-{
-	struct flock fl = {
-	    .l_type = F_WRLCK,
-	    .l_whence = SEEK_SET,
-	};
-#ifdef F_OFD_SETLK
-	/* Per open file description: two threads of one process exclude
-	 * each other too, and closing another fd on the file keeps it. */
-	return fcntl(fd, F_OFD_SETLK, &fl);
-#else
-	return fcntl(fd, F_SETLK, &fl);
-#endif
-}
-
 enum uidlist_status uidlist_lock(const char *dir, unsigned int timeout_msecs,
-				 struct uidlist_lock **lock_r,
-				 const char **error_r)
+		struct uidlist_lock **lock_r, const char **error_r)
 {
 	char path[UIDLIST_PATH_MAX];
-	uint64_t deadline = monotonic_msecs() + timeout_msecs;
-	unsigned int sleep_msecs = 1;
+	char err[512];
 	int fd;
 
+	*lock_r = NULL;
 	if (path_join(path, dir, UIDLIST_LOCK_NAME) < 0) {
 		*error_r = "path too long";
 		return UIDLIST_ERROR;
 	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd == -1) {
-		*error_r = errf("open(%s) failed: %s", path, strerror(errno));
-		return UIDLIST_ERROR;
+	fd = lockfile_take(path, timeout_msecs, err, sizeof(err));
+	if (fd < 0) {
+		*error_r = errf("%s", err);
+		return fd == LOCKFILE_TIMEOUT ? UIDLIST_LOCK_TIMEOUT : UIDLIST_ERROR;
 	}
-	/* F_SETLKW could only time out through a signal, which a library
-	 * must not use: poll F_SETLK with back-off instead. */
-	while (try_lock(fd) == -1) {
-		if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
-			*error_r =
-			    errf("fcntl(%s) failed: %s", path, strerror(errno));
-			close(fd);
-			return UIDLIST_ERROR;
-		}
-		uint64_t now = monotonic_msecs();
-		if (now >= deadline) {
-			char holder[128];
-			ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-			holder[n > 0 ? n : 0] = '\0';
-			holder[strcspn(holder, "\n")] = '\0';
-			*error_r = errf("timed out after %u ms waiting for "
-					"the lock %s (held by: %s)",
-					timeout_msecs, path,
-					holder[0] != '\0' ? holder : "?");
-			close(fd);
-			return UIDLIST_LOCK_TIMEOUT;
-		}
-		if (sleep_msecs > deadline - now)
-			sleep_msecs = (unsigned int)(deadline - now);
-		struct timespec ts = {
-		    .tv_sec = sleep_msecs / 1000,
-		    .tv_nsec = (long)(sleep_msecs % 1000) * 1000000,
-		};
-		nanosleep(&ts, NULL);
-		if (sleep_msecs < 50)
-			sleep_msecs *= 2;
-	}
-
-	/* Name the holder, for the timeout message of the next one. */
-	char host[256] = "?";
-	char holder[320];
-	if (gethostname(host, sizeof(host)) == -1)
-		str_copy(STR("?"), host, sizeof(host));
-	host[sizeof(host) - 1] = '\0';
-	int n = str_printf(holder, sizeof(holder), "pid=%ld host=%s\n",
-			   (long)getpid(), host);
-	if (n > 0 && ftruncate(fd, 0) == 0 &&
-	    pwrite(fd, holder, (size_t)n, 0) != n)
-		log_warn("uidlist: writing the lock holder to %s", path);
-
 	struct uidlist_lock *lock = xcalloc(1, sizeof(*lock));
 	lock->fd = fd;
 	str_copy(str_cstr(dir), lock->dir, sizeof(lock->dir));
