@@ -13,7 +13,9 @@ static const char *const log_level_values[] = { "debug", "info", "notice",
 #define L struct node_listener_settings
 static const struct config_def listener_defs[] = {
 	CONFIG_DEF_ENUM(L, "protocol", protocol, "pop3", protocol_values,
-			"pop3 or lmtp (imap is not built yet)"),
+			"pop3, imap or lmtp"),
+	CONFIG_DEF_BOOL(L, "ssl", ssl, "no",
+			"implicit TLS (imaps 993, pop3s 995); needs ssl_cert"),
 	CONFIG_DEF_LIST(L, "address", address, NULL,
 			"addresses to listen on: 127.0.0.1:110 [::1]:110"),
 	CONFIG_DEF_END,
@@ -28,12 +30,25 @@ static const struct config_section listener_section =
 static const struct config_def node_defs[] = {
 	CONFIG_DEF_UINT(S, "workers", workers, "0", 0, 256,
 			"worker threads; 0 = one per core"),
+	CONFIG_DEF_UINT(S, "processes", processes, "1", 1, 64,
+			"node processes under a supervisor that restarts a "
+			"dead one (1 = a single process, no supervisor)"),
 	CONFIG_DEF_ENUM(S, "log_level", log_level, "info", log_level_values,
 			"debug, info, notice, warning or error"),
 	CONFIG_DEF_BOOL(S, "log_syslog", log_syslog, "no",
 			"log to syslog instead of stderr"),
 	CONFIG_DEF_STRING(S, "syslog_facility", syslog_facility, "mail",
 			  "syslog facility"),
+	CONFIG_DEF_STRING(S, "admin_socket", admin_socket, "",
+			  "unix socket for `mailring-backend kick USER` "
+			  "(\"\" = none)"),
+	CONFIG_DEF_STRING(S, "ssl_cert", ssl_cert, "",
+			  "PEM certificate chain for TLS (STARTTLS, STLS, "
+			  "ssl listeners); Dovecot's \"<file\" form is accepted"),
+	CONFIG_DEF_STRING(S, "ssl_key", ssl_key, "", "PEM private key"),
+	CONFIG_DEF_STRING(S, "hostname", hostname, "",
+			  "this node's name in logs and in the shared-storage "
+			  "owner files (\"\" = the system host name)"),
 	CONFIG_DEF_STRING(S, "mail_location", mail_location, NULL,
 			  "Maildir of a user's INBOX: /srv/mail/%d/%n (%u user, "
 			  "%n local part, %d domain)"),
@@ -59,6 +74,11 @@ static const struct config_def node_defs[] = {
 	CONFIG_DEF_STRING(S, "auth_username_chars", auth_username_chars,
 			  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@",
 			  "characters allowed in user names"),
+	CONFIG_DEF_STRING(S, "auth_username_format", auth_username_format, "",
+			  "Dovecot's auth_username_format: %u, %Lu, %n or %Ln "
+			  "(%n drops @domain, so LMTP to user@domain finds a "
+			  "domain-less passdb user); \"\" = from "
+			  "auth_username_lowercase"),
 	CONFIG_DEF_BOOL(S, "auth_username_lowercase", auth_username_lowercase,
 			"yes", "lower-case user names (Dovecot's %Lu)"),
 	CONFIG_DEF_SIZE(S, "lmtp_max_message_size", lmtp_max_message_size,
@@ -71,6 +91,30 @@ static const struct config_def node_defs[] = {
 	CONFIG_DEF_NETS(S, "lmtp_trusted_networks", lmtp_trusted_networks,
 			"127.0.0.0/8 ::1",
 			"LMTP clients allowed (others get 554 5.7.1)"),
+	CONFIG_DEF_SIZE(S, "imap_max_line_length", imap_max_line_length,
+			"64k", 1024, 16777216,
+			"IMAP: command line limit outside literals (Dovecot's "
+			"imap_max_line_length)"),
+	CONFIG_DEF_SIZE(S, "imap_max_append_size", imap_max_append_size,
+			"50M", 1024, 1073741824,
+			"IMAP: largest APPEND message (over it NO [TOOBIG])"),
+	CONFIG_DEF_DURATION(S, "imap_idle_timeout", imap_idle_timeout_msecs,
+			    "30m", 1000, 0,
+			    "IMAP: close a session idle this long (RFC 3501: "
+			    ">= 30m)"),
+	CONFIG_DEF_DURATION(S, "imap_idle_notify_interval",
+			    imap_idle_notify_interval_msecs, "500ms", 50,
+			    60000, "IMAP: how often IDLE looks for changes"),
+	CONFIG_DEF_UINT(S, "imap_max_mailboxes", imap_max_mailboxes, "1000", 1,
+			100000, "IMAP: folders a user may have"),
+	CONFIG_DEF_SIZE(S, "imap_session_memory_max", imap_session_memory_max,
+			"64M", 65536, 4294967296,
+			"IMAP: memory a session may hold (buffers, view of "
+			"the selected mailbox, a literal being read); over it "
+			"the command fails with a clear error"),
+	CONFIG_DEF_BOOL(S, "imap_autocreate_special_use",
+			imap_autocreate_special_use, "yes",
+			"IMAP: create Drafts Sent Trash Junk Archive at login"),
 	CONFIG_DEF_BLOCK(S, "passdb", passdb, &passdb_settings_section,
 			 "password database"),
 	CONFIG_DEF_SECTIONS(S, "listener", listeners, listener_count,
@@ -107,17 +151,19 @@ int node_settings_check(const struct node_settings *set, char *err,
 	}
 	for (size_t i = 0; i < set->listener_count; i++) {
 		const struct node_listener_settings *l = &set->listeners[i];
-		if (l->protocol != NODE_LISTENER_POP3 &&
-		    l->protocol != NODE_LISTENER_LMTP) {
-			str_printf(err, errsize,
-				   "listener %s: protocol %s is not built yet "
-				   "(only pop3 and lmtp)", l->name,
-				   node_listener_protocol_name(l->protocol));
-			return -1;
-		}
 		if (l->address.count == 0) {
 			str_printf(err, errsize, "listener %s: no address",
 				   l->name);
+			return -1;
+		}
+		if (l->ssl && set->ssl_cert[0] == '\0') {
+			str_printf(err, errsize, "listener %s: ssl = yes needs "
+				   "ssl_cert and ssl_key", l->name);
+			return -1;
+		}
+		if (l->ssl && l->protocol == NODE_LISTENER_LMTP) {
+			str_printf(err, errsize, "listener %s: ssl is for imap "
+				   "and pop3 listeners", l->name);
 			return -1;
 		}
 		for (size_t j = 0; j < l->address.count; j++) {
@@ -130,6 +176,10 @@ int node_settings_check(const struct node_settings *set, char *err,
 				return -1;
 			}
 		}
+	}
+	if ((set->ssl_cert[0] == '\0') != (set->ssl_key[0] == '\0')) {
+		str_printf(err, errsize, "ssl_cert and ssl_key go together");
+		return -1;
 	}
 	if (set->passdb.args[0] == '\0') {
 		str_printf(err, errsize,
@@ -158,7 +208,10 @@ void node_settings_auth(const struct node_settings *set,
 	as->passdb_driver = set->passdb.driver;
 	as->passdb_args = set->passdb.args;
 	as->username_chars = set->auth_username_chars;
-	as->username_format = set->auth_username_lowercase ? "%Lu" : "%u";
+	as->username_format = set->auth_username_format[0] != '\0'
+				  ? set->auth_username_format
+			      : set->auth_username_lowercase ? "%Lu"
+							     : "%u";
 	as->workers = (unsigned int)set->auth_workers;
 	as->failure_delay_ms = (uint32_t)set->auth_failure_delay_msecs;
 	as->penalty_enabled = set->auth_penalty_max_msecs > 0;

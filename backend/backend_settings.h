@@ -17,22 +17,28 @@
 
 enum node_listener_protocol {
 	NODE_LISTENER_POP3 = 0, /* built */
-	NODE_LISTENER_IMAP,     /* accepted by the schema, not built yet */
+	NODE_LISTENER_IMAP,     /* backend/imap_server.h */
 	NODE_LISTENER_LMTP,     /* built (backend/lmtp_server.h) */
 };
 
 struct node_listener_settings {
 	char *name;
 	unsigned int protocol; /* enum node_listener_protocol */
+	bool ssl;              /* implicit TLS */
 	struct config_strlist address;
 };
 
 
 struct node_settings {
 	uint64_t workers;
+	uint64_t processes;
 	unsigned int log_level; /* enum log_level */
 	bool log_syslog;
 	char *syslog_facility;
+	char *hostname;
+	char *ssl_cert;
+	char *ssl_key;
+	char *admin_socket;
 	char *mail_location;
 	uint64_t max_line_length;
 	uint64_t max_bad_commands;
@@ -44,6 +50,7 @@ struct node_settings {
 	uint64_t auth_penalty_max_msecs;
 	uint64_t auth_workers;
 	char *auth_username_chars;
+	char *auth_username_format;
 	bool auth_username_lowercase;
 	struct passdb_settings passdb;
 	/* LMTP (backend/lmtp_server.h) */
@@ -51,6 +58,14 @@ struct node_settings {
 	uint64_t lmtp_max_recipients;
 	uint64_t lmtp_timeout_msecs;
 	struct config_nets lmtp_trusted_networks;
+	/* IMAP (backend/imap_server.h) */
+	uint64_t imap_max_line_length;
+	uint64_t imap_max_append_size;
+	uint64_t imap_idle_timeout_msecs;
+	uint64_t imap_idle_notify_interval_msecs;
+	uint64_t imap_max_mailboxes;
+	uint64_t imap_session_memory_max;
+	bool imap_autocreate_special_use;
 	struct node_listener_settings *listeners;
 	size_t listener_count;
 };

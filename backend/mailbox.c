@@ -29,7 +29,7 @@ struct mb_file {
 	char *name;      /* file name in cur/ (owned) */
 	size_t base_len; /* bytes of the base (before ':') */
 	struct maildir_flags flags;
-	bool has_size; /* S= in the name */
+	bool has_size; /* W= in the name */
 	uint64_t size;
 	bool stated; /* mtime (and size when !has_size) read */
 	int64_t mtime;
@@ -154,7 +154,8 @@ static int cur_path(const struct mailbox *mb, const char *name, char *dst,
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* Reads mtime (and size when the name has no S=). -1 when gone. */
+/* Reads mtime (and the size as IMAP counts it when the name has no W=:
+ * the file is read once; the index keeps the result). -1 when gone. */
 static int file_stat(const struct mailbox *mb, struct mb_file *f)
 {
 	char path[MAILDIR_PATH_MAX];
@@ -166,8 +167,8 @@ static int file_stat(const struct mailbox *mb, struct mb_file *f)
 	    stat(path, &st) == -1)
 		return -1;
 	f->mtime = (int64_t)st.st_mtime;
-	if (!f->has_size)
-		f->size = (uint64_t)st.st_size;
+	if (!f->has_size && maildir_file_vsize(path, &f->size) == -1)
+		return -1;
 	f->stated = true;
 	return 0;
 }
@@ -198,8 +199,9 @@ static int scan_cb(const struct maildir_entry *e, void *context)
 	f->name = xstrdup(e->name);
 	f->base_len = e->parsed->base.len;
 	f->flags = e->parsed->flags;
-	f->has_size = e->parsed->has_size;
-	f->size = e->parsed->size;
+	/* the index holds the size as IMAP counts it: CRLF line ends */
+	f->has_size = e->parsed->has_vsize;
+	f->size = e->parsed->vsize;
 	return 0;
 }
 
@@ -423,10 +425,23 @@ static int sync_list(struct mailbox *mb, const struct mb_locks *locks,
 	} else {
 		struct uidlist *known = NULL;
 		uint32_t kept = 0;
+		uint32_t prev_uv = 0;
+		struct stat dst;
 
 		if (is == MAILINDEX_OK)
 			known = known_from_index(mb, idx, &kept);
-		mb->list = uidlist_rebuild(known, 0, mb->set.max_messages,
+		/* Nothing knows the old UIDVALIDITY (if there was one: not
+		 * for a new, empty mailbox): the directory's mtime is at
+		 * least the time the old list was renamed into it, so a new
+		 * one above it is greater than the old (RFC 3501), even in
+		 * the same second or after the clock stepped back. */
+		if (known == NULL &&
+		    (ls == UIDLIST_REBUILD || is != MAILINDEX_NOT_FOUND ||
+		     mb->nfiles > 0) &&
+		    stat(mb->dir, &dst) == 0 &&
+		    dst.st_mtime > 0 && (uint64_t)dst.st_mtime < UINT32_MAX)
+			prev_uv = (uint32_t)dst.st_mtime;
+		mb->list = uidlist_rebuild(known, prev_uv, mb->set.max_messages,
 					   names, mb->nfiles, &st, &error);
 		uidlist_free(&known);
 		if (ls == UIDLIST_REBUILD || is == MAILINDEX_OK)
@@ -891,9 +906,60 @@ out:
 	return ret;
 }
 
+/* Writes fd (from its current offset to EOF) through a maildir save;
+ * the name in name_r. 1 or -1. */
+static int deliver_fd(const char *dir, int fd, uint64_t max_size,
+		      const struct maildir_flags *mf, char *name_r,
+		      size_t name_size, struct maildir_error *merr)
+{
+	uint8_t chunk[16384];
+	ssize_t n;
+	struct maildir_save *save = maildir_save_begin(dir, max_size, merr);
+
+	if (save == NULL)
+		return -1;
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+		if (maildir_save_write(save, chunk, (size_t)n, merr) == -1) {
+			maildir_save_abort(&save);
+			return -1;
+		}
+	}
+	if (n < 0) {
+		merr->kind = MAILDIR_ERR_IO;
+		merr->errnum = errno;
+		str_printf(merr->msg, sizeof(merr->msg), "read: %s",
+			   strerror(errno));
+		maildir_save_abort(&save);
+		return -1;
+	}
+	return maildir_save_finish(&save, mf, name_r, name_size, merr);
+}
+
+static int append_common(struct mailbox *mb, const void *data, size_t len,
+			 int src_fd, uint64_t max_size, uint8_t flags,
+			 uint32_t keywords, int64_t date, uint32_t *uid_r,
+			 const char **error_r);
+
 int mailbox_append(struct mailbox *mb, const void *data, size_t len,
 		   uint64_t max_size, uint8_t flags, uint32_t keywords,
 		   int64_t date, uint32_t *uid_r, const char **error_r)
+{
+	return append_common(mb, data, len, -1, max_size, flags, keywords,
+			     date, uid_r, error_r);
+}
+
+int mailbox_append_fd(struct mailbox *mb, int fd, uint64_t max_size,
+		      uint8_t flags, uint32_t keywords, int64_t date,
+		      uint32_t *uid_r, const char **error_r)
+{
+	return append_common(mb, NULL, 0, fd, max_size, flags, keywords, date,
+			     uid_r, error_r);
+}
+
+static int append_common(struct mailbox *mb, const void *data, size_t len,
+			 int src_fd, uint64_t max_size, uint8_t flags,
+			 uint32_t keywords, int64_t date, uint32_t *uid_r,
+			 const char **error_r)
 {
 	struct mb_locks locks;
 	struct maildir_flags mf;
@@ -907,8 +973,12 @@ int mailbox_append(struct mailbox *mb, const void *data, size_t len,
 	flags_to_maildir(&mf, flags & MAILBOX_FLAGS_MASK, keywords);
 	if (lock_both(mb, &locks, error_r) == -1)
 		return -1;
-	if (maildir_deliver(mb->dir, data, len, max_size, &mf, name,
-			    sizeof(name), &merr) == -1) {
+	int delivered = src_fd >= 0
+			    ? deliver_fd(mb->dir, src_fd, max_size, &mf, name,
+					 sizeof(name), &merr)
+			    : maildir_deliver(mb->dir, data, len, max_size,
+					      &mf, name, sizeof(name), &merr);
+	if (delivered == -1) {
 		*error_r = errf("%s: %s", mb->dir, merr.msg);
 		goto out;
 	}

@@ -125,6 +125,12 @@ int mailbox_append(struct mailbox *mb, const void *data, size_t len,
 		   uint64_t max_size, uint8_t flags, uint32_t keywords,
 		   int64_t date, uint32_t *uid_r, const char **error_r);
 
+/* mailbox_append with the message read from fd (its offset to EOF) in
+ * bounded chunks: COPY between mailboxes. */
+int mailbox_append_fd(struct mailbox *mb, int fd, uint64_t max_size,
+		      uint8_t flags, uint32_t keywords, int64_t date,
+		      uint32_t *uid_r, const char **error_r);
+
 /* ---- admin entry points (for `mailring-backend resync` / `index dump`) */
 
 /* Rebuilds UID list and index of dir from the Maildir, keeping UIDs (from

@@ -19,15 +19,20 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "log.h"
 #include "xmalloc.h"
 
 #define SAVE_BUF_SIZE 16384
 #define KEYWORDS_LINE_MAX (MAILDIR_KEYWORD_NAME_MAX + 8)
+/* Seconds between two "clock moved backwards" warnings. */
+#define CLOCK_WARN_INTERVAL 10
 
 static void (*clock_hook)(struct timespec *ts_r);
 static uint64_t (*random_hook)(void);
 static _Atomic uint64_t uniq_counter;
 static _Atomic bool fsync_disabled;
+static _Atomic int64_t uniq_last_usecs; /* time of the last new name */
+static _Atomic int64_t clock_warned_at; /* CLOCK_MONOTONIC secs, 0: never */
 
 /* ---- errors ---- */
 
@@ -350,6 +355,30 @@ int maildir_uniq_format(const struct maildir_uniq *u, char *dst, size_t dstsize)
 	return n;
 }
 
+/* Warns (at most once per CLOCK_WARN_INTERVAL) when the wall clock is a
+ * second or more behind the time of the previous new name of this
+ * process. Names stay unique, but their times no longer follow the order
+ * of delivery. Smaller steps are threads racing, not the clock. */
+static void clock_check(const struct timespec *now)
+{
+	int64_t t = (int64_t)now->tv_sec * 1000000 + now->tv_nsec / 1000;
+	int64_t last = atomic_exchange(&uniq_last_usecs, t);
+
+	if (last == 0 || last - t < 1000000)
+		return;
+	struct timespec mono;
+	if (clock_gettime(CLOCK_MONOTONIC, &mono) == -1)
+		return;
+	int64_t secs = (int64_t)mono.tv_sec + 1; /* never 0 */
+	int64_t prev = atomic_load(&clock_warned_at);
+	if ((prev != 0 && secs - prev < CLOCK_WARN_INTERVAL) ||
+	    !atomic_compare_exchange_strong(&clock_warned_at, &prev, secs))
+		return;
+	log_warnx("maildir: clock moved backwards by %lld seconds; unique "
+		  "names stay unique (pid+counter+random)",
+		  (long long)((last - t) / 1000000));
+}
+
 int maildir_uniq_new(char *dst, size_t dstsize)
 {
 	char host[256];
@@ -363,6 +392,7 @@ int maildir_uniq_new(char *dst, size_t dstsize)
 	    .host = str_cstr(host),
 	};
 	now_get(&u.now);
+	clock_check(&u.now);
 	return maildir_uniq_format(&u, dst, dstsize);
 }
 
@@ -761,6 +791,8 @@ struct maildir_save {
 	bool failed;
 	uint64_t max_size;
 	uint64_t size;
+	uint64_t vsize; /* size with every bare LF counted as CRLF (W=) */
+	bool prev_cr;
 	size_t buf_len;
 	char dir[MAILDIR_PATH_MAX];
 	char base[MAILDIR_NAME_MAX + 1];
@@ -779,8 +811,8 @@ struct maildir_save *maildir_save_begin(const char *dir, uint64_t max_size,
 		err_set(err, MAILDIR_ERR_INVALID, 0, "path too long");
 		goto fail;
 	}
-	/* room for ",S=<20 digits>:2,<flags>" later */
-	if (maildir_uniq_new(s->base, MAILDIR_NAME_MAX - 64) < 0) {
+	/* room for ",S=<20 digits>,W=<20 digits>:2,<flags>" later */
+	if (maildir_uniq_new(s->base, MAILDIR_NAME_MAX - 100) < 0) {
 		err_set(err, MAILDIR_ERR_INVALID, 0,
 			"cannot build a file name");
 		goto fail;
@@ -840,7 +872,13 @@ int maildir_save_write(struct maildir_save *s, const void *data, size_t len,
 		return -1;
 	}
 	s->size += len;
+	s->vsize += len;
 	const uint8_t *p = data;
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] == '\n' && !s->prev_cr)
+			s->vsize++;
+		s->prev_cr = p[i] == '\r';
+	}
 	while (len > 0) {
 		if (s->buf_len == 0 && len >= SAVE_BUF_SIZE) {
 			/* large chunk: straight to the file */
@@ -915,8 +953,10 @@ int maildir_save_finish(struct maildir_save **sp,
 		goto out;
 	}
 	/* from here the tmp file is closed: remove by name on failure */
-	int blen = str_printf(base, sizeof(base), "%s,S=%llu", s->base,
-			      (unsigned long long)s->size);
+	/* W= is the size IMAP and POP3 report (Dovecot writes it too) */
+	int blen = str_printf(base, sizeof(base), "%s,S=%llu,W=%llu", s->base,
+			      (unsigned long long)s->size,
+			      (unsigned long long)s->vsize);
 	if (blen < 0 || maildir_name_build(str_from(base, (size_t)blen), flags,
 					   name_r, name_size) < 0) {
 		err_set(err, MAILDIR_ERR_INVALID, 0,
@@ -1454,4 +1494,32 @@ fail:
 		close(fd);
 	unlink(tmp);
 	return -1;
+}
+
+int maildir_file_vsize(const char *path, uint64_t *vsize_r)
+{
+	uint8_t chunk[16384];
+	uint64_t size = 0;
+	bool prev_cr = false;
+	ssize_t n;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (chunk[i] == '\n' && !prev_cr)
+				size++;
+			prev_cr = chunk[i] == '\r';
+		}
+		size += (uint64_t)n;
+	}
+	int saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	*vsize_r = size;
+	return 0;
 }

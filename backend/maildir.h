@@ -287,6 +287,10 @@ int maildir_find_base(const char *dir, const char *sub, struct str base,
 		      char *name_r, size_t name_size,
 		      struct maildir_error *err);
 
+/* Size of the file at path as IMAP and POP3 count it (every bare LF as
+ * CRLF), read in bounded chunks. 0, or -1 with errno (ENOENT: gone). */
+int maildir_file_vsize(const char *path, uint64_t *vsize_r);
+
 /* ---- keywords file ("<index> <name>" lines, Dovecot compatible) ---- */
 
 /* Slot i is keyword letter 'a' + i; "" marks an unused slot. */

@@ -1,7 +1,6 @@
 /*
- * mailring-backend: the mail node (issue 5). This slice serves POP3 and
- * LMTP over Maildir; IMAP listeners are refused at start ("not built
- * yet"). LMTP and POP3 sessions share the worker threads.
+ * mailring-backend: the mail node (issue 5): IMAP, POP3 and LMTP over
+ * Maildir. The three protocols' sessions share the worker threads.
  *
  *   mailring-backend [-c FILE] [-t | -n | -a]
  *
@@ -23,7 +22,12 @@
 #include "auth/auth.h"
 #include "backend_settings.h"
 #include "config.h"
+#include "imap_server.h"
 #include "lmtp_server.h"
+#include "node_admin.h"
+#include "owner.h"
+#include "supervisor.h"
+#include "tls.h"
 #include "log.h"
 #include "mailbox.h"
 #include "maildir.h"
@@ -43,13 +47,16 @@ static void usage(void)
 		"usage: mailring-backend [-c config] [-t] [-n] [-a]\n"
 		"       mailring-backend [-c config] resync USER [MAILBOX]\n"
 		"       mailring-backend [-c config] index dump USER MAILBOX\n"
+		"       mailring-backend [-c config] kick USER\n"
 		"  -c FILE  config file (default " DEFAULT_CONFIG ")\n"
 		"  -t       check the config file and exit\n"
 		"  -n       print settings that differ from the defaults\n"
 		"  -a       print all settings\n"
 		"  resync      rebuild the UID list and index of USER's MAILBOX\n"
 		"              (default INBOX) from the Maildir, keeping UIDs and flags\n"
-		"  index dump  print what the index of USER's MAILBOX holds\n");
+		"  index dump  print what the index of USER's MAILBOX holds\n"
+		"  kick        close USER's IMAP and POP3 sessions on the running\n"
+		"              node (through admin_socket)\n");
 }
 
 static void apply_logging(const struct node_settings *set)
@@ -118,6 +125,7 @@ static void on_reload(int signo, void *context)
 	 * service keeps running; the passwd-file itself is re-read by it) */
 	apply_logging(&set);
 	lmtp_server_config_install(&set);
+	imap_server_config_install(&set);
 	pop3_server_config_install(&set);
 	log_notice("configuration reloaded");
 }
@@ -135,6 +143,12 @@ static void on_shutdown(int signo, void *context)
 	event_base_loopbreak(main_base);
 }
 
+static void owner_timer_cb(void *context)
+{
+	(void)context;
+	owner_refresh_all();
+}
+
 static int start_listeners(const struct node_settings *set)
 {
 	char err[NET_ERROR_MAX], addr[NET_ADDR_STR_MAX];
@@ -149,11 +163,14 @@ static int start_listeners(const struct node_settings *set)
 				return -1;
 			}
 			net_accept_fn *accept_fn =
-			    l->protocol == NODE_LISTENER_LMTP
-				? lmtp_server_accept
+			    l->protocol == NODE_LISTENER_LMTP ? lmtp_server_accept
+			    : l->protocol == NODE_LISTENER_IMAP
+				? imap_server_accept
 				: pop3_server_accept;
+			static bool implicit_tls = true;
+			void *ctx = l->ssl ? &implicit_tls : NULL;
 			if (net_workers_add_listener(workers, &a, accept_fn,
-						     NULL, &bound, err,
+						     ctx, &bound, err,
 						     sizeof(err)) < 0) {
 				log_error("listener %s: %s", l->name, err);
 				return -1;
@@ -173,6 +190,7 @@ static void worker_init(struct net_worker *worker, void *context)
 {
 	(void)context;
 	lmtp_server_worker_init(worker);
+	imap_server_worker_init(worker);
 	pop3_hooks->init(worker, pop3_hooks->context);
 }
 
@@ -181,6 +199,7 @@ static void worker_stopping(struct net_worker *worker, void *context)
 	(void)context;
 	/* LMTP closes its sessions at once; POP3 says when it is drained */
 	lmtp_server_worker_stopping(worker);
+	imap_server_worker_stopping(worker);
 	pop3_hooks->stopping(worker, pop3_hooks->context);
 }
 
@@ -188,6 +207,7 @@ static void worker_deinit(struct net_worker *worker, void *context)
 {
 	(void)context;
 	lmtp_server_worker_deinit(worker);
+	imap_server_worker_deinit(worker);
 	pop3_hooks->deinit(worker, pop3_hooks->context);
 }
 
@@ -211,6 +231,22 @@ static int admin_command(const struct node_settings *set, int argc, char **argv)
 	bool dump = argc >= 2 && strcmp(argv[0], "index") == 0 &&
 		    strcmp(argv[1], "dump") == 0;
 	bool resync = argc >= 1 && strcmp(argv[0], "resync") == 0;
+
+	if (argc >= 1 && strcmp(argv[0], "kick") == 0) {
+		char line[512];
+		if (argc != 2 || set->admin_socket[0] == '\0' ||
+		    str_printf(line, sizeof(line), "kick %s", argv[1]) < 0) {
+			if (set->admin_socket[0] == '\0')
+				fprintf(stderr, "mailring-backend: "
+						"admin_socket is not set\n");
+			else
+				usage();
+			return 64;
+		}
+		int r = node_admin_request(set->admin_socket, line, stdout,
+					   stderr);
+		return r == 0 ? 0 : 1;
+	}
 	int first = dump ? 2 : 1;
 	int nargs = argc - first;
 	char root[4096], dir[4096];
@@ -294,6 +330,17 @@ int main(int argc, char **argv)
 	}
 	config_path = cli.path;
 	apply_logging(&set);
+	int control_fd = -1;
+	if (set.processes > 1) {
+		int code = 0;
+		if (!supervisor_run((unsigned int)set.processes,
+				    set.admin_socket,
+				    (unsigned int)set.shutdown_grace_msecs,
+				    &control_fd, &code)) {
+			config_free(&node_settings_schema, &set);
+			return code;
+		}
+	}
 	if (net_init() < 0 || net_ignore_sigpipe() < 0)
 		fatalx("network initialisation failed");
 
@@ -303,7 +350,28 @@ int main(int argc, char **argv)
 	if (auth == NULL)
 		fatalx("auth: %s", auth_error != NULL ? auth_error : "failed");
 	unsigned int nworkers = (unsigned int)set.workers;
+	owner_init(set.hostname);
+	struct tls_server *tls = NULL;
+	if (set.ssl_cert[0] != '\0') {
+		/* Dovecot writes ssl_cert = </path: accept both forms */
+		const char *cert = set.ssl_cert[0] == '<' ? set.ssl_cert + 1
+							   : set.ssl_cert;
+		const char *key = set.ssl_key[0] == '<' ? set.ssl_key + 1
+							 : set.ssl_key;
+		struct tls_server_settings ts = { .cert_file = cert,
+						  .key_file = key };
+		char terr[TLS_ERROR_MAX];
+		tls = tls_server_new(&ts, terr, sizeof(terr));
+		if (tls == NULL)
+			fatalx("%s", terr);
+	}
+	imap_server_set_tls(tls);
+	pop3_server_set_tls(tls);
+	char set_admin_socket[108];
+	str_copy(str_cstr(set.admin_socket), set_admin_socket,
+		 sizeof(set_admin_socket));
 	lmtp_server_init(auth, &set);
+	imap_server_init(auth, &set);
 	pop3_server_init(auth, &set);
 
 	workers = net_workers_new(worker_hooks(nworkers), err,
@@ -323,15 +391,32 @@ int main(int argc, char **argv)
 						  sizeof(err));
 	if (sig == NULL)
 		fatalx("%s", err);
-	log_notice("mailring-backend started: %u workers",
-		   net_workers_count(workers));
+	struct node_admin *admin = NULL;
+	if (control_fd >= 0) {
+		admin = node_admin_new_control(main_base, control_fd, workers);
+	} else if (set_admin_socket[0] != '\0') {
+		admin = node_admin_new(main_base, set_admin_socket, workers, err,
+				       sizeof(err));
+		if (admin == NULL)
+			fatalx("%s", err);
+	}
+	struct net_timer *owner_timer =
+	    net_timer_new(main_base, owner_timer_cb, NULL);
+	net_timer_start(owner_timer, OWNER_REFRESH_SECS * 1000, true);
+	log_notice("mailring-backend started: %u workers, hostname %s",
+		   net_workers_count(workers), owner_hostname());
 	event_base_dispatch(main_base);
+	net_timer_free(&owner_timer);
+	node_admin_free(&admin);
 
 	net_workers_free(&workers);
 	net_signals_free(&sig);
 	event_base_free(main_base);
 	auth_free(&auth);
 	pop3_server_deinit();
+	imap_server_deinit();
+	owner_deinit();
+	tls_server_free(&tls);
 	lmtp_server_deinit();
 	log_notice("mailring-backend stopped");
 	return 0;

@@ -44,15 +44,18 @@
 #include "conn.h"
 #include "log.h"
 #include "maildir.h"
+#include "owner.h"
 #include "pop3_parse.h"
 #include "str.h"
+#include "tls.h"
 #include "uidlist.h"
 #include "xmalloc.h"
 
 #define POP3_GREETING "+OK mailring-backend ready.\r\n"
-#define POP3_CAPA                                                              \
+#define POP3_CAPA_HEAD                                                         \
 	"+OK\r\n"                                                              \
-	"CAPA\r\n"                                                             \
+	"CAPA\r\n"
+#define POP3_CAPA_TAIL                                                         \
 	"TOP\r\n"                                                              \
 	"UIDL\r\n"                                                             \
 	"RESP-CODES\r\n"                                                       \
@@ -78,6 +81,12 @@ struct node_config {
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct node_config *config_current;
 static struct auth *server_auth;
+static struct tls_server *server_tls;
+
+void pop3_server_set_tls(struct tls_server *tls)
+{
+	server_tls = tls;
+}
 
 static struct node_config *config_ref(void)
 {
@@ -243,9 +252,12 @@ struct pop3_session {
 	struct buf *out;
 	const char *close_reason; /* close once out is written */
 
+	bool starttls_pending; /* STLS: handshake once +OK is written */
+	bool greeted;
 	struct buf *last_user; /* USER's argument until PASS */
 	char *user;            /* canonical user after login */
 	char *userip_key;      /* counted in userip_list */
+	struct owner_ref *owner; /* shared-storage guard (owner.h) */
 	struct auth_request *auth_req;
 	struct net_timer *idle_timer;
 	struct net_timer *delay_timer; /* failed login answer delay */
@@ -324,6 +336,7 @@ static void session_free_cb(void *context)
 	if (s->fd >= 0)
 		close(s->fd);
 	msgs_free(s);
+	owner_release(&s->owner);
 	if (s->userip_key != NULL)
 		userip_release(s->userip_key);
 	free(s->userip_key);
@@ -429,32 +442,14 @@ static int msg_uid_cmp(const void *a, const void *b)
 static int64_t msg_vsize(const char *dir, const char *name)
 {
 	char path[MAILDIR_PATH_MAX];
-	uint8_t chunk[65536];
-	uint64_t size = 0;
-	bool prev_cr = false;
-	ssize_t n;
+	uint64_t size;
 
 	if (str_printf(path, sizeof(path), "%s/cur/%s", dir, name) < 0) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd == -1)
+	if (maildir_file_vsize(path, &size) == -1)
 		return -1;
-	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
-		for (ssize_t i = 0; i < n; i++) {
-			if (chunk[i] == '\n' && !prev_cr)
-				size++;
-			prev_cr = chunk[i] == '\r';
-		}
-		size += (uint64_t)n;
-	}
-	int saved = errno;
-	close(fd);
-	if (n < 0) {
-		errno = saved;
-		return -1;
-	}
 	return (int64_t)size;
 }
 
@@ -674,6 +669,12 @@ static void auth_callback(const struct auth_result *result, void *context)
 		login_failed(s, "-ERR [SYS/TEMP] Couldn't open INBOX.", 1);
 		return;
 	}
+	char root[MAILDIR_PATH_MAX];
+	const char *lerr;
+	if (node_mail_location_expand(s->cfg->set.mail_location,
+				      str_cstr(s->user), root, sizeof(root),
+				      &lerr) >= 0)
+		s->owner = owner_acquire(s->user, root, &s->log);
 	uint64_t total = 0;
 	for (size_t i = 0; i < s->msg_count; i++)
 		total += s->msgs[i].vsize;
@@ -953,7 +954,24 @@ static void run_command(struct pop3_session *s, const struct pop3_command *cmd)
 
 	switch (cmd->verb) {
 	case POP3_VERB_CAPA:
-		buf_append_cstr(s->out, POP3_CAPA);
+		buf_append_cstr(s->out, POP3_CAPA_HEAD);
+		if (server_tls != NULL && !conn_is_tls(s->conn) && !authed)
+			buf_append_cstr(s->out, "STLS\r\n");
+		buf_append_cstr(s->out, POP3_CAPA_TAIL);
+		return;
+	case POP3_VERB_STLS:
+		if (authed)
+			break;
+		if (server_tls == NULL) {
+			reply(s, "-ERR TLS support isn't enabled.");
+			return;
+		}
+		if (conn_is_tls(s->conn)) {
+			reply(s, "-ERR We are already using TLS.");
+			return;
+		}
+		reply(s, "+OK Begin TLS negotiation now.");
+		s->starttls_pending = true;
 		return;
 	case POP3_VERB_QUIT:
 		if (authed) {
@@ -1183,6 +1201,20 @@ static void stream_msg_fill(struct pop3_session *s)
 
 /* ---- I/O ----------------------------------------------------------------- */
 
+static bool start_tls(struct pop3_session *s)
+{
+	char err[TLS_ERROR_MAX] = "";
+	SSL *ssl = tls_server_ssl_new(server_tls, err, sizeof(err));
+
+	if (ssl == NULL || conn_start_tls(s->conn, ssl, true) < 0) {
+		log_ctx_error(&s->log, "pop3: TLS initialization failed: %s",
+			      err);
+		session_close(s, "TLS initialization failed");
+		return false;
+	}
+	return true;
+}
+
 static void session_pump(struct pop3_session *s)
 {
 	while (s->state != POP3_STATE_CLOSING) {
@@ -1202,6 +1234,18 @@ static void session_pump(struct pop3_session *s)
 		}
 		if (s->close_reason != NULL) {
 			session_close(s, s->close_reason);
+			return;
+		}
+		if (s->starttls_pending) {
+			/* what came after STLS predates the handshake */
+			s->starttls_pending = false;
+			s->in_pos = s->in_len = 0;
+			if (!start_tls(s))
+				return;
+			continue;
+		}
+		if (conn_in_handshake(s->conn)) {
+			conn_want(s->conn, false, false);
 			return;
 		}
 		if (s->stream == POP3_STREAM_MSG) {
@@ -1248,6 +1292,10 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *context)
 		session_close(s, conn_error(s->conn));
 		return;
 	}
+	if (ev == CONN_EV_TLS_READY && !s->greeted) {
+		s->greeted = true;
+		buf_append_cstr(s->out, POP3_GREETING);
+	}
 	session_pump(s);
 }
 
@@ -1270,8 +1318,8 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 	struct pop3_worker *pw = net_worker_get_data(worker);
 	struct pop3_session *s = xcalloc(1, sizeof(*s));
 	struct event_base *base = net_worker_base(worker);
+	bool implicit_tls = context != NULL && *(const bool *)context;
 	(void)local;
-	(void)context;
 
 	s->pw = pw;
 	s->cfg = config_ref();
@@ -1302,6 +1350,12 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 		net_timer_start(s->idle_timer,
 				(unsigned int)s->cfg->set.idle_timeout_msecs,
 				false);
+	if (implicit_tls && server_tls != NULL) {
+		if (start_tls(s))
+			session_pump(s);
+		return;
+	}
+	s->greeted = true;
 	buf_append_cstr(s->out, POP3_GREETING);
 	session_pump(s);
 }
@@ -1351,6 +1405,28 @@ static void worker_deinit(struct net_worker *worker, void *context)
 	}
 	free(pw);
 	net_worker_set_data(worker, NULL);
+}
+
+unsigned int pop3_server_worker_kick(struct net_worker *worker,
+				     const char *user)
+{
+	struct pop3_worker *pw = net_worker_get_data(worker);
+	unsigned int n = 0;
+
+	if (pw == NULL)
+		return 0;
+	for (struct pop3_session *s = pw->sessions; s != NULL; s = s->next) {
+		if (s->state != POP3_STATE_TRANSACTION || s->user == NULL ||
+		    strcmp(s->user, user) != 0)
+			continue;
+		/* no UPDATE state: DELE marks are dropped (RFC 1939 6) */
+		s->stream = POP3_STREAM_NONE;
+		reply(s, "-ERR [SYS/TEMP] Disconnected by the administrator.");
+		(void)conn_write(s->conn, s->out->data, s->out->len);
+		session_close(s, "Kicked by the administrator");
+		n++;
+	}
+	return n;
 }
 
 static void worker_log(const char *message, void *context)

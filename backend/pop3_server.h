@@ -34,7 +34,16 @@ const struct node_settings *pop3_server_settings(void);
 /* net_workers_settings hooks (init, deinit, stopping) for count workers. */
 const struct net_workers_settings *pop3_server_worker_hooks(unsigned int count);
 
-/* net_accept_fn for POP3 listeners. */
+/* Closes every POP3 session of user on this worker (nothing is expunged:
+ * QUIT was not given). Returns how many. Runs on the worker's thread. */
+unsigned int pop3_server_worker_kick(struct net_worker *worker,
+				     const char *user);
+
+struct tls_server;
+/* The TLS server for STLS and ssl listeners (NULL: none). */
+void pop3_server_set_tls(struct tls_server *tls);
+
+/* net_accept_fn for POP3 listeners (context as imap_server_accept's). */
 void pop3_server_accept(struct net_worker *worker, int fd,
 			const struct net_addr *peer,
 			const struct net_addr *local, void *context);

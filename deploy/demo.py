@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """The `make run` demo: a small mail cluster on loopback.
 
-Starts three Dovecot backends (Debian's package) sharing one Maildir root,
-with users user1..user1000 (password "pass"), and mailring's own daemons as
-far as they exist in the build directory. Prints how to connect, then
-shows the logs until Ctrl-C, which stops everything it started.
+Starts three mailring-backend mail nodes sharing one Maildir root, with
+users user1..user1000 (password "pass"), and mailring-proxy in front of
+them with its embedded director. Prints how to connect, then shows the
+logs until Ctrl-C, which stops everything it started.
 
 It reuses the integration-test harness (tests/integration/harness) so the
-demo and the tests configure Dovecot the same way.
+demo and the tests configure the nodes the same way.
 """
 
 import os
@@ -20,8 +20,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
-from harness.dovecot import (DovecotBackend, make_self_signed_cert,  # noqa: E402
-                             prepare_mail_root)
+from harness.backend import MailringBackend  # noqa: E402
+from harness.dovecot import make_self_signed_cert  # noqa: E402
 from harness.ports import PortAllocator  # noqa: E402
 from harness.procs import ProcessManager  # noqa: E402
 
@@ -111,15 +111,24 @@ def main():
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        mail_root = prepare_mail_root(os.path.join(root, "mail"))
+        mail_root = os.path.join(root, "mail")
+        os.makedirs(mail_root, exist_ok=True)
+        node = os.path.join(build, "mailring-backend")
         backends = []
         for i in range(BACKENDS):
-            backends.append(DovecotBackend(procs, ports, name="backend%d" % (i + 1),
-                                           mail_root=mail_root))
+            name = "backend%d" % (i + 1)
+            backends.append(MailringBackend(
+                procs, ports, node, name=name, users=1000,
+                mail_root=mail_root, imap=True, lmtp=True,
+                settings={"hostname": name, "log_level": "info",
+                          "auth_username_format": "%Ln",
+                          "auth_failure_delay": "2s",
+                          "admin_socket": os.path.join(root, name + ".sock")}))
         print()
         print("mailring demo (directory %s)" % root)
         print()
-        print("Running now: %d Dovecot backends sharing one Maildir root:" % BACKENDS)
+        print("Running now: %d mailring-backend nodes sharing one Maildir root "
+              "(%s):" % (BACKENDS, mail_root))
         for b in backends:
             print("  %-9s IMAP %s:%d  POP3 %s:%d  LMTP %s:%d" % (
                 b.name, b.host, b.imap_port, b.host, b.pop3_port, b.host,
@@ -161,7 +170,13 @@ def main():
         print("  %s -s %s drain backend3" % (cli, sock))
         print()
         print("Each user always lands on the same backend; the proxy log shows which.")
-        print("Logs: %s (proxy on stderr, below; backends in backend*/dovecot.log)." % root)
+        print("Deliver over LMTP through the proxy or to a node, e.g.:")
+        print("  python3 -c \"import smtplib; s=smtplib.LMTP('127.0.0.1', %d); "
+              "s.sendmail('a@example.org', ['user1@localhost'], b'Subject: hi\\r\\n\\r\\nhello\\r\\n')\""
+              % backends[0].lmtp_port)
+        print("Kick a user off a node: %s -c %s kick user1" % (
+            node, backends[0].conf_path))
+        print("Logs: %s (proxy on stderr, below; nodes in backend*/stderr.log)." % root)
         print("Ctrl-C stops everything.")
         print()
         follow([proc], stopping)

@@ -126,8 +126,11 @@ def test_greeting_lhlo_and_one_recipient(node):
     files = new_files(b, "alice")
     assert len(files) == 1, files
     assert read(files[0]) == stored("sender@example.org", "alice" + DOM, msg)
-    # the name carries the size, Maildir style
-    assert files[0].endswith(",S=%d" % os.path.getsize(files[0]))
+    # the name carries the size and the size as IMAP counts it (CRLF),
+    # Maildir/Dovecot style
+    size = os.path.getsize(files[0])
+    vsize = size + read(files[0]).count(b"\n") - read(files[0]).count(b"\r\n")
+    assert files[0].endswith(",S=%d,W=%d" % (size, vsize)), files[0]
     assert not os.listdir(os.path.join(b.maildir("alice" + DOM), "tmp"))
 
 

@@ -393,9 +393,11 @@ def test_config_checks(mailring_backend, mailring_bin, workdir):
                               text=True, timeout=10)
 
     assert check(base).returncode == 0
-    r = check(base + "listener imap {\n  protocol = imap\n"
+    r = check(base + "listener imaps {\n  protocol = imap\n  ssl = yes\n"
               "  address = 127.0.0.1:1\n}\n")
-    assert r.returncode != 0 and "not built yet" in r.stderr
+    assert r.returncode != 0 and "needs ssl_cert" in r.stderr
+    r = check(base + "ssl_cert = /x.pem\n")
+    assert r.returncode != 0 and "ssl_cert and ssl_key go together" in r.stderr
     r = check(base.replace("/%u/Maildir", "/%u/../x"))
     assert r.returncode != 0 and "mail_location" in r.stderr
     r = check(base.replace("/%u/Maildir", "/%q"))

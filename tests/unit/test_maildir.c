@@ -313,7 +313,7 @@ static void test_deliver(void **state)
 	assert_int_equal(
 	    maildir_deliver(f->root, "x", 1, 0, &fl, name, sizeof(name), &err),
 	    1);
-	assert_non_null(strstr(name, ",S=1:2,FSb"));
+	assert_non_null(strstr(name, ",S=1,W=1:2,FSb"));
 	assert_true(exists(f->root, "cur", name));
 	assert_int_equal(count_entries(f->root, "tmp"), 0);
 
@@ -702,7 +702,7 @@ static void test_set_flags(void **state)
 	assert_int_equal(maildir_set_flags(f->root, name, &fs, newname,
 					   sizeof(newname), &err),
 			 1);
-	assert_non_null(strstr(newname, ",S=3:2,FSa"));
+	assert_non_null(strstr(newname, ",S=3,W=3:2,FSa"));
 	assert_false(exists(f->root, "cur", name));
 	assert_true(exists(f->root, "cur", newname));
 
@@ -726,7 +726,7 @@ static void test_set_flags(void **state)
 	assert_int_equal(maildir_set_flags(f->root, newname, &draft, again,
 					   sizeof(again), &err),
 			 1);
-	assert_non_null(strstr(again, ",S=3:2,D"));
+	assert_non_null(strstr(again, ",S=3,W=3:2,D"));
 	assert_true(exists(f->root, "cur", again));
 	assert_false(exists(f->root, "cur", other));
 	assert_int_equal(count_entries(f->root, "cur"), 1);

@@ -9,12 +9,24 @@ Layout of one node (<dir> = ProcessManager dir, e.g. /tmp/mrit-XXXX/<test>/backe
     <dir>/stderr.log      the node's log
 
     b = mailring_backend(settings=None, users=10, password="pass",
-                         passwd_lines=(), mail_root=None, start=True)
+                         passwd_lines=(), mail_root=None, start=True,
+                         imap=None, lmtp=False)
     b.pop3_port, b.maildir("user1") -> ".../user1/Maildir"
+    b.imap_port   IMAP listener (only configured when b.imap is true)
+    b.lmtp_port   LMTP listener (only configured when lmtp=True)
+
+IMAP is opt-in while backend/imap_server.c is being written: imap=None
+means IMAP_DEFAULT, which is true when the environment has
+MAILRING_BACKEND_IMAP=1 (or set harness.backend.IMAP_DEFAULT = True).
+Tests that need IMAP pass imap=True and call imap_supported(binary)
+first to skip cleanly on a binary whose config still rejects
+`protocol = imap` ("not built yet").
 """
 
 import os
 import re
+import subprocess
+import tempfile
 
 from .procs import ProcessStartError, call_check, tcp_greeting
 
@@ -26,6 +38,38 @@ DEFAULT_SETTINGS = {
     "shutdown_grace": "1s",
 }
 
+# IMAP listener on every node unless a test says imap=False/True.
+IMAP_DEFAULT = os.environ.get("MAILRING_BACKEND_IMAP", "").lower() in (
+    "1", "yes", "true", "on")
+
+_imap_support = {}
+
+
+def imap_supported(binary):
+    """(True, "") if `binary -t` accepts a `protocol = imap` listener, else
+    (False, reason).  Cached per binary path and mtime."""
+    try:
+        key = (binary, os.stat(binary).st_mtime)
+    except OSError as e:
+        return False, str(e)
+    if key not in _imap_support:
+        with tempfile.TemporaryDirectory(prefix="mrit-imapcheck-") as d:
+            conf = os.path.join(d, "b.conf")
+            with open(os.path.join(d, "passwd"), "w") as f:
+                f.write("user1:{PLAIN}pass::::::\n")
+            with open(conf, "w") as f:
+                f.write("mail_location = %s/%%u/Maildir\n"
+                        "passdb {\n  args = %s/passwd\n}\n"
+                        "listener imap {\n  protocol = imap\n"
+                        "  address = 127.0.0.1:1\n}\n" % (d, d))
+            r = subprocess.run([binary, "-t", "-c", conf], timeout=20,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            out = r.stdout.decode("utf-8", "replace").strip()
+            _imap_support[key] = (r.returncode == 0, out)
+    return _imap_support[key]
+
+
 BROKEN_LOG_RE = re.compile(
     r"ERROR: (?:Address|Leak|Thread|Memory)Sanitizer|runtime error:|"
     r"SUMMARY: \w+Sanitizer|mailring-backend: fatal: ")
@@ -34,7 +78,7 @@ BROKEN_LOG_RE = re.compile(
 class MailringBackend:
     def __init__(self, procs, ports, binary, name="backend", settings=None,
                  users=10, password="pass", passwd_lines=(), mail_root=None,
-                 start=True, timeout=10.0):
+                 start=True, timeout=10.0, imap=None, lmtp=False):
         self.procs = procs
         self.binary = binary
         self.name = name
@@ -45,6 +89,12 @@ class MailringBackend:
         self.mail_root = mail_root or os.path.join(self.dir, "mail")
         os.makedirs(self.mail_root, exist_ok=True)
         self.pop3_port = ports.get()
+        self.imap = IMAP_DEFAULT if imap is None else bool(imap)
+        self.imap_port = ports.get() if self.imap else None
+        # lmtp=True: the harness configures the listener (test_backend_lmtp
+        # adds its own by overriding config_text, so keep them apart)
+        self.lmtp_listener = bool(lmtp)
+        self.lmtp_port = ports.get() if lmtp else None
         self.users = users
         self.password = password
         self.passwd_lines = list(passwd_lines)
@@ -73,6 +123,12 @@ class MailringBackend:
         out.append("passdb {\n  args = %s\n}" % self.passwd_path)
         out.append("listener pop3 {\n  protocol = pop3\n"
                    "  address = 127.0.0.1:%d\n}" % self.pop3_port)
+        if self.imap:
+            out.append("listener imap {\n  protocol = imap\n"
+                       "  address = 127.0.0.1:%d\n}" % self.imap_port)
+        if self.lmtp_listener:
+            out.append("listener lmtp {\n  protocol = lmtp\n"
+                       "  address = 127.0.0.1:%d\n}" % self.lmtp_port)
         return "\n".join(out) + "\n"
 
     def write_config(self):
@@ -100,6 +156,9 @@ class MailringBackend:
             lambda: "mailring-backend started" in self.log_text(),
             "logging 'mailring-backend started'"),
             tcp_greeting(self.host, self.pop3_port, expect=b"+OK")]
+        if self.imap:
+            checks.append(tcp_greeting(self.host, self.imap_port,
+                                       expect=b"* OK"))
         self.proc = self.procs.start(
             self.name, [self.binary, "-c", self.conf_path],
             ready=checks, timeout=self.timeout, dir=self.dir)
@@ -121,4 +180,5 @@ class MailringBackend:
         return problems
 
 
-__all__ = ["MailringBackend", "ProcessStartError"]
+__all__ = ["MailringBackend", "ProcessStartError", "IMAP_DEFAULT",
+           "imap_supported"]

@@ -1,0 +1,251 @@
+"""mailring-backend operations (issue 5): kick, the shared-storage guard,
+TLS (STARTTLS, implicit IMAPS, POP3 STLS), and the IMAP limits
+(command line, APPEND size, folders per user, bad commands, sessions per
+user and IP).  Each limit answers with a clear protocol error and the
+node keeps serving.
+"""
+
+import imaplib
+import os
+import poplib
+import re
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from harness.dovecot import make_self_signed_cert
+
+
+def imap(b, user="user1", password="pass", login=True):
+    m = imaplib.IMAP4(b.host, b.imap_port, timeout=10)
+    if login:
+        m.login(user, password)
+    return m
+
+
+def wait_log(b, pattern, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = re.search(pattern, b.log_text())
+        if m:
+            return m
+        time.sleep(0.05)
+    raise AssertionError("no log line %r in:\n%s" % (pattern, b.log_text()[-3000:]))
+
+
+def raw(b, port=None):
+    s = socket.create_connection((b.host, port or b.imap_port), timeout=10)
+    f = s.makefile("rwb", buffering=0)
+    assert f.readline().startswith(b"* OK")
+    return s, f
+
+
+def test_kick_closes_imap_and_pop3_sessions(mailring_backend, workdir):
+    sock = os.path.join(workdir, "node.sock")
+    b = mailring_backend(imap=True, settings={"admin_socket": sock})
+    m1 = imap(b)
+    m1.select("INBOX")
+    m2 = imap(b, "user2")
+    p = poplib.POP3(b.host, b.pop3_port, timeout=10)
+    p.user("user1")
+    p.pass_("pass")
+    r = subprocess.run([b.binary, "-c", b.conf_path, "kick", "user1"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "OK kicked=2"
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        m1.noop()
+        m1.noop()
+    with pytest.raises((poplib.error_proto, OSError)):
+        p.stat()
+        p.stat()
+    # other users keep their sessions
+    assert m2.noop()[0] == "OK"
+    m2.logout()
+    wait_log(b, r"admin: kick user1: 2 sessions closed")
+    # unknown command and a user without sessions
+    r = subprocess.run([b.binary, "-c", b.conf_path, "kick", "nobody"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout.strip() == "OK kicked=0"
+
+
+def test_shared_storage_guard_names_both_hosts(mailring_backend, workdir):
+    root = os.path.join(workdir, "shared-mail")
+    os.makedirs(root)
+    a = mailring_backend(name="nodeA", imap=True, mail_root=root,
+                         settings={"hostname": "mail-a.example"})
+    b = mailring_backend(name="nodeB", imap=True, mail_root=root,
+                         settings={"hostname": "mail-b.example"})
+    ma = imap(a)
+    owner = os.path.join(a.maildir("user1"), "mailring-owner")
+    with open(owner) as f:
+        assert f.read().startswith("host=mail-a.example pid=")
+    mb = imap(b)
+    m = wait_log(b, r"error: Shared storage guard: user user1 is open on "
+                 r"host mail-a\.example \(pid (\d+), since \d+\) and on this "
+                 r"host mail-b\.example")
+    assert int(m.group(1)) == a.proc.pid
+    assert "Shared storage guard" not in a.log_text()
+    mb.logout()
+    ma.logout()
+    # the last session of the holder removes the file (when it names it)
+    deadline = time.time() + 5
+    while os.path.exists(owner) and time.time() < deadline:
+        time.sleep(0.05)
+    # B wrote its own line last; A leaves B's file alone, B removed it
+    assert not os.path.exists(owner) or "mail-a" in open(owner).read()
+    # one node alone: no error
+    before = b.log_text().count("Shared storage guard")
+    m2 = imap(b, "user2")
+    m2.logout()
+    assert b.log_text().count("Shared storage guard") == before
+
+
+def test_tls_starttls_imaps_and_stls(mailring_backend, workdir, ports):
+    cert, key = make_self_signed_cert(os.path.join(workdir, "ssl"))
+    b = mailring_backend(imap=True, settings={"ssl_cert": "<" + cert,
+                                              "ssl_key": key},
+                         start=False)
+    # an implicit TLS listener next to the plain ones
+    imaps_port = ports.get()
+    text = b.config_text() + ("listener imaps {\n  protocol = imap\n  ssl = yes\n"
+                              "  address = 127.0.0.1:%d\n}\n" % imaps_port)
+    b.config_text = lambda: text
+    b.write_config()
+    b.start()
+    ctx = ssl.create_default_context(cafile=cert)
+    m = imap(b, login=False)
+    assert "STARTTLS" in m.capabilities
+    m.starttls(ssl_context=ctx)
+    assert "STARTTLS" not in m.capabilities
+    assert m.login("user1", "pass")[0] == "OK"
+    m.select("INBOX")
+    m.logout()
+    m = imaplib.IMAP4_SSL(b.host, imaps_port, ssl_context=ctx, timeout=10)
+    assert "STARTTLS" not in m.capabilities
+    assert m.login("user1", "pass")[0] == "OK"
+    m.logout()
+    p = poplib.POP3(b.host, b.pop3_port, timeout=10)
+    assert "STLS" in p.capa()
+    p.stls(context=ctx)
+    p.user("user1")
+    assert p.pass_("pass").startswith(b"+OK")
+    p.quit()
+    # bytes pipelined after STARTTLS are dropped, not run inside TLS
+    s, f = raw(b)
+    f.write(b"a STARTTLS\r\nb LOGIN user1 pass\r\n")
+    assert f.readline() == b"a OK Begin TLS negotiation now.\r\n"
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    t.sendall(b"c CAPABILITY\r\n")
+    data = b""
+    while not data.endswith(b"\r\n") or b"c OK" not in data:
+        chunk = t.recv(4096)
+        assert chunk
+        data += chunk
+    assert b"b OK" not in data and b"b NO" not in data
+    t.close()
+
+
+def test_imap_limits(mailring_backend):
+    b = mailring_backend(imap=True, settings={
+        "imap_max_line_length": "2k", "imap_max_append_size": "4k",
+        "imap_max_mailboxes": 8, "max_bad_commands": 3,
+        "mail_max_userip_connections": 3})
+    m = imap(b)
+    # APPEND over imap_max_append_size: NO [TOOBIG] before the literal
+    typ, data = m.append("INBOX", None, None, b"x" * 5000)
+    assert typ == "NO" and b"[TOOBIG]" in data[0]
+    typ, data = m.append("INBOX", None, None, b"Subject: ok\r\n\r\nfits\r\n")
+    assert typ == "OK" and b"[APPENDUID " in data[0]
+    # folders per user (5 special-use ones exist already)
+    for i in range(3):
+        assert m.create("f%d" % i)[0] == "OK"
+    typ, data = m.create("toomany")
+    assert typ == "NO" and b"[LIMIT]" in data[0]
+    m.logout()
+    # an over-long command line: BAD, then the connection is closed
+    s, f = raw(b)
+    f.write(b"a LOGIN " + b"x" * 4000 + b" y\r\n")
+    line = f.readline()
+    assert line.startswith(b"* BAD") and b"Too long" in line, line
+    assert f.readline() == b""
+    s.close()
+    # bad commands: the connection ends after max_bad_commands
+    s, f = raw(b)
+    for i in range(3):
+        f.write(b"t%d FROB\r\n" % i)
+        assert b"BAD" in f.readline()
+    assert f.readline().startswith(b"* BYE")
+    s.close()
+    # sessions per user and IP
+    held = [imap(b) for _ in range(3)]
+    m4 = imap(b, login=False)
+    with pytest.raises(imaplib.IMAP4.error) as e:
+        m4.login("user1", "pass")
+    assert "mail_max_userip_connections" in str(e.value)
+    for h in held:
+        h.logout()
+    m5 = imap(b)  # released again
+    assert m5.select("INBOX")[0] == "OK"
+    m5.logout()
+    # the node still serves
+    assert wait_log(b, r"Login refused: too many sessions")
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def session_pid(b, m):
+    """The node process serving imaplib session m (by its socket)."""
+    port = m.sock.getsockname()[1]
+    out = subprocess.run(["ss", "-Htnp", "sport = :%d" % b.imap_port],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "127.0.0.1:%d " % port in line + " ":
+            found = re.search(r"pid=(\d+)", line)
+            if found:
+                return int(found.group(1))
+    return None
+
+
+def test_supervisor_restarts_a_dead_node_process(mailring_backend, workdir):
+    sock = os.path.join(workdir, "node.sock")
+    b = mailring_backend(imap=True, settings={
+        "processes": 2, "workers": 1, "admin_socket": sock})
+    kids = children(b.proc.pid)
+    assert len(kids) == 2, kids
+    # enough sessions that both processes hold some (SO_REUSEPORT hashing)
+    sessions = [imap(b, "user%d" % (i % 5 + 1)) for i in range(24)]
+    owners = {}
+    for m in sessions:
+        owners.setdefault(session_pid(b, m), []).append(m)
+    assert set(owners) == set(kids), (owners.keys(), kids)
+    victim = kids[0]
+    os.kill(victim, 9)
+    wait_log(b, r"error: supervisor: node process \d \(pid %d\) killed by "
+             r"signal 9; its sessions are gone, restarting it" % victim)
+    # the other process's sessions did not notice
+    for m in owners[kids[1]]:
+        assert m.noop()[0] == "OK"
+    wait_log(b, r"supervisor: node process \d started", timeout=5)
+    deadline = time.time() + 5
+    while len(children(b.proc.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    new = children(b.proc.pid)
+    assert len(new) == 2 and victim not in new and kids[1] in new
+    for i in range(6):
+        m = imap(b, "user9")
+        assert m.select("INBOX")[0] == "OK"
+        m.logout()
+    # the supervisor's admin socket asks every process
+    r = subprocess.run([b.binary, "-c", b.conf_path, "kick", "user1"],
+                       capture_output=True, text=True, timeout=10)
+    # user1 holds sessions 0, 5, 10, ...: those of the surviving process
+    # are still open (the killed process's went with it)
+    n = sum(1 for m in owners[kids[1]] if m in sessions[0::5])
+    assert r.stdout.strip() == "OK kicked=%d" % n, (r.stdout, n)
