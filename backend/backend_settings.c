@@ -115,6 +115,18 @@ static const struct config_def node_defs[] = {
 	CONFIG_DEF_BOOL(S, "imap_autocreate_special_use",
 			imap_autocreate_special_use, "yes",
 			"IMAP: create Drafts Sent Trash Junk Archive at login"),
+	CONFIG_DEF_NETS(S, "login_trusted_networks", login_trusted_networks,
+			"", "IMAP/POP3 clients (the proxies) that may pass the "
+			"real client address (ID x-originating-ip, XCLIENT) and "
+			"log in as master users"),
+	CONFIG_DEF_STRING(S, "auth_master_user_separator",
+			  auth_master_user_separator, "*",
+			  "LOGIN user*master logs master in as user (also "
+			  "SASL PLAIN with authzid); needs master_passdb"),
+	CONFIG_DEF_BLOCK(S, "master_passdb", master_passdb,
+			 &passdb_settings_section,
+			 "password database of master users (empty args = no "
+			 "master logins)"),
 	CONFIG_DEF_BLOCK(S, "passdb", passdb, &passdb_settings_section,
 			 "password database"),
 	CONFIG_DEF_SECTIONS(S, "listener", listeners, listener_count,
@@ -218,6 +230,18 @@ void node_settings_auth(const struct node_settings *set,
 	as->penalty.max_ms = (uint32_t)set->auth_penalty_max_msecs;
 	if (as->penalty.base_ms > as->penalty.max_ms)
 		as->penalty.base_ms = as->penalty.max_ms;
+}
+
+bool node_settings_master_auth(const struct node_settings *set,
+			       struct auth_settings *as)
+{
+	if (set->master_passdb.args[0] == '\0')
+		return false;
+	node_settings_auth(set, as);
+	as->passdb_driver = set->master_passdb.driver;
+	as->passdb_args = set->master_passdb.args;
+	as->workers = 1;
+	return true;
 }
 
 /* Every component of an absolute path is a real name. */

@@ -53,6 +53,9 @@ struct node_settings {
 	char *auth_username_format;
 	bool auth_username_lowercase;
 	struct passdb_settings passdb;
+	struct passdb_settings master_passdb;
+	struct config_nets login_trusted_networks;
+	char *auth_master_user_separator;
 	/* LMTP (backend/lmtp_server.h) */
 	uint64_t lmtp_max_message_size;
 	uint64_t lmtp_max_recipients;
@@ -82,6 +85,10 @@ struct auth_settings;
 /* Fills the auth library's settings from ours (strings point into set). */
 void node_settings_auth(const struct node_settings *set,
 			struct auth_settings *as);
+
+/* The auth settings of the master passdb; false when none is set. */
+bool node_settings_master_auth(const struct node_settings *set,
+			       struct auth_settings *as);
 
 /* Expands a Dovecot-style template: %u the user, %n its local part (before
  * '@'), %d its domain ("" without '@'), %% a '%'. Refused (-1 with a static

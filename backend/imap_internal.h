@@ -52,6 +52,8 @@ struct imap_config {
 	uint64_t mail_max_userip_connections;
 	uint64_t max_messages;
 	bool autocreate_special_use;
+	struct config_nets trusted; /* login_trusted_networks (owned copy) */
+	char master_separator[8];
 	unsigned int refs; /* atomic */
 };
 
@@ -100,6 +102,7 @@ struct imap_session {
 	struct log_ctx log;
 	char session_id[LOG_SESSION_ID_LEN + 1];
 	char ip[NET_ADDR_STR_MAX];
+	bool trusted; /* from login_trusted_networks: a proxy */
 	unsigned int bad_commands;
 
 	uint8_t in[IMAP_IN_BUF_SIZE];
@@ -113,6 +116,8 @@ struct imap_session {
 	char *userip_key;
 	struct owner_ref *owner; /* shared-storage guard (owner.h) */
 	struct auth_request *auth_req;
+	char *master_user;   /* a master login in progress or done */
+	char *master_target; /* the user it logs in as */
 	struct net_timer *idle_timer;
 	struct net_timer *delay_timer;
 	struct net_timer *free_timer;

@@ -41,10 +41,16 @@ static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct imap_config *config_current;
 static struct auth *server_auth;
 static struct tls_server *server_tls;
+static struct auth *master_auth;
 
 void imap_server_set_tls(struct tls_server *tls)
 {
 	server_tls = tls;
+}
+
+void imap_server_set_master_auth(struct auth *auth)
+{
+	master_auth = auth;
 }
 
 /* STARTTLS is offered on plain connections when TLS is configured. */
@@ -70,6 +76,7 @@ static void config_unref(struct imap_config **c)
 		return;
 	if (atomic_fetch_sub((_Atomic unsigned int *)&(*c)->refs, 1) == 1) {
 		free((*c)->mail_location);
+		free((*c)->trusted.nets);
 		free(*c);
 	}
 	*c = NULL;
@@ -90,6 +97,15 @@ void imap_server_config_install(const struct node_settings *set)
 	c->mail_max_userip_connections = set->mail_max_userip_connections;
 	c->max_messages = set->max_messages;
 	c->autocreate_special_use = set->imap_autocreate_special_use;
+	c->trusted.count = set->login_trusted_networks.count;
+	if (c->trusted.count > 0) {
+		c->trusted.nets = xcalloc(c->trusted.count,
+					  sizeof(*c->trusted.nets));
+		memcpy(c->trusted.nets, set->login_trusted_networks.nets,
+		       c->trusted.count * sizeof(*c->trusted.nets));
+	}
+	str_copy(str_cstr(set->auth_master_user_separator),
+		 c->master_separator, sizeof(c->master_separator));
 	c->refs = 1;
 	pthread_mutex_lock(&config_lock);
 	old = config_current;
@@ -286,6 +302,8 @@ static void session_free_cb(void *context)
 		userip_release(s->userip_key);
 	free(s->userip_key);
 	free(s->user);
+	free(s->master_user);
+	free(s->master_target);
 	config_unref(&s->cfg);
 	free(s);
 }
@@ -409,6 +427,9 @@ static void auth_callback(const struct auth_result *result, void *context)
 		return;
 	}
 	log_ctx_set_user(&s->log, str_cstr(result->user));
+	if (s->master_user != NULL)
+		log_ctx_info(&s->log, "imap: Master user %s logs in as %s",
+			     s->master_user, result->user);
 	if (str_printf(key, sizeof(key), "%s %s", result->user, s->ip) < 0 ||
 	    !userip_take(key, s->cfg->mail_max_userip_connections)) {
 		log_ctx_info(&s->log,
@@ -442,9 +463,88 @@ static void auth_callback(const struct auth_result *result, void *context)
 	session_pump(s);
 }
 
+/* The master passdb said yes: now the user it logs in as must exist. */
+static void master_callback(const struct auth_result *result, void *context)
+{
+	struct imap_session *s = context;
+
+	s->auth_req = NULL;
+	if (result->code != AUTH_RESULT_OK) {
+		log_ctx_info(&s->log, "imap-login: Master user login failed: "
+			     "%s (master=%s)",
+			     auth_result_code_str(result->code),
+			     s->master_user);
+		login_failed(s,
+			     result->code == AUTH_RESULT_TEMPFAIL
+				 ? "NO [UNAVAILABLE] Temporary authentication "
+				   "failure."
+				 : "NO [AUTHENTICATIONFAILED] Authentication "
+				   "failed.",
+			     result->delay_ms);
+		return;
+	}
+	const struct auth_request_params params = {
+		.user = str_cstr(s->master_target),
+		.service = "imap",
+		.client_ip = s->ip,
+		.session_id = s->session_id,
+		.flags = AUTH_REQUEST_FLAG_LOOKUP_ONLY,
+	};
+	s->auth_req = auth_request_new(server_auth,
+				       net_worker_base(s->iw->worker), &params,
+				       auth_callback, s);
+}
+
+/* "user*master" (auth_master_user_separator) or SASL authzid != authcid
+ * from a trusted client with a master passdb: *target_r and *master_r. */
+static bool master_login(const struct imap_session *s, struct str user,
+			 struct str authzid, struct str *target_r,
+			 struct str *master_r)
+{
+	if (master_auth == NULL || !s->trusted)
+		return false;
+	if (authzid.len > 0 && !str_eq(authzid, user)) {
+		*target_r = authzid;
+		*master_r = user;
+		return true;
+	}
+	size_t seplen = strlen(s->cfg->master_separator);
+	if (seplen == 0 || user.len <= seplen)
+		return false;
+	for (size_t i = 1; i + seplen < user.len; i++) {
+		if (memcmp(user.p + i, s->cfg->master_separator, seplen) == 0) {
+			*target_r = str_from(user.p, i);
+			*master_r = str_slice(user, i + seplen,
+					      user.len - i - seplen);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void auth_start(struct imap_session *s, struct str user,
 		       struct str authzid, struct str password)
 {
+	struct str target, master;
+
+	if (master_login(s, user, authzid, &target, &master)) {
+		free(s->master_user);
+		free(s->master_target);
+		s->master_user = xstrndup(master.p, master.len);
+		s->master_target = xstrndup(target.p, target.len);
+		const struct auth_request_params mp = {
+			.user = master,
+			.password = password,
+			.service = "imap",
+			.client_ip = s->ip,
+			.session_id = s->session_id,
+		};
+		s->state = IMAP_STATE_AUTHING;
+		s->auth_req = auth_request_new(master_auth,
+					       net_worker_base(s->iw->worker),
+					       &mp, master_callback, s);
+		return;
+	}
 	const struct auth_request_params params = {
 		.user = user,
 		.authzid = authzid,
@@ -553,6 +653,40 @@ static void cmd_capability(struct imap_session *s)
 				   "post-login capabilities have more.");
 }
 
+/* A trusted proxy tells the real client (Dovecot's ID fields). */
+static void id_from_proxy(struct imap_session *s, const struct imap_arg *l,
+			  size_t count)
+{
+	for (size_t i = 0; i + 1 < count; i += 2) {
+		struct str k, v;
+		if (!imap_arg_get_astring(&l[i], &k) ||
+		    !imap_arg_get_astring(&l[i + 1], &v))
+			continue;
+		if (str_eq_nocase(k, STR("x-originating-ip"))) {
+			struct net_addr a;
+			char ip[NET_ADDR_STR_MAX];
+			const char *error;
+			if (!str_copy(v, ip, sizeof(ip)) ||
+			    net_addr_parse(ip, NET_ADDR_PORT_OPTIONAL, &a, &error) < 0)
+				continue;
+			log_ctx_set_rip(&s->log, &a.u.sa);
+			net_addr_ip_str(&a, s->ip, sizeof(s->ip));
+		} else if (str_eq_nocase(k, STR("x-session-id")) &&
+			   v.len > 0 && v.len <= LOG_SESSION_ID_LEN) {
+			char sid[LOG_SESSION_ID_LEN + 1];
+			bool ok = str_copy(v, sid, sizeof(sid));
+			for (size_t j = 0; ok && sid[j] != '\0'; j++) {
+				unsigned char c = (unsigned char)sid[j];
+				ok = c > 0x20 && c < 0x7f && c != '>';
+			}
+			if (ok) {
+				memcpy(s->session_id, sid, sizeof(sid));
+				log_ctx_set_session(&s->log, s->session_id);
+			}
+		}
+	}
+}
+
 static void cmd_id(struct imap_session *s, const struct imap_command *cmd)
 {
 	/* the client's ID is logged (bounded), ours is short */
@@ -577,6 +711,8 @@ static void cmd_id(struct imap_session *s, const struct imap_command *cmd)
 		}
 		if (used > 0)
 			log_ctx_debug(&s->log, "imap: ID %s", san);
+		if (s->trusted && s->user == NULL)
+			id_from_proxy(s, l, cmd->args[0].list_count);
 	}
 	imap_out(s, "* ID (\"name\" \"mailring\" \"vendor\" \"mailring\")\r\n");
 	imap_done(s, s->tag, true, "OK ID completed.");
@@ -1041,6 +1177,7 @@ void imap_server_accept(struct net_worker *worker, int fd,
 	s->free_timer = net_timer_new(base, session_free_cb, s);
 	s->notify_timer = net_timer_new(base, notify_timer_cb, s);
 	net_addr_ip_str(peer, s->ip, sizeof(s->ip));
+	s->trusted = config_nets_match(&s->cfg->trusted, &peer->u.sa);
 	log_session_id_new(s->session_id);
 	log_ctx_init(&s->log);
 	log_ctx_set_rip(&s->log, &peer->u.sa);

@@ -40,6 +40,10 @@ unsigned int imap_server_worker_sessions(struct net_worker *worker);
 unsigned int imap_server_worker_kick(struct net_worker *worker,
 				     const char *user);
 
+/* The master users' passdb (auth_master_user_separator, SASL authzid);
+ * NULL: no master logins. */
+void imap_server_set_master_auth(struct auth *auth);
+
 struct tls_server;
 /* The TLS server for STARTTLS and ssl listeners (NULL: none; the caller's,
  * it must outlive the workers). */

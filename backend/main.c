@@ -349,6 +349,16 @@ int main(int argc, char **argv)
 	struct auth *auth = auth_new(&as, &auth_error);
 	if (auth == NULL)
 		fatalx("auth: %s", auth_error != NULL ? auth_error : "failed");
+	struct auth *master = NULL;
+	struct auth_settings mas;
+	if (node_settings_master_auth(&set, &mas)) {
+		master = auth_new(&mas, &auth_error);
+		if (master == NULL)
+			fatalx("master_passdb: %s",
+			       auth_error != NULL ? auth_error : "failed");
+	}
+	imap_server_set_master_auth(master);
+	pop3_server_set_master_auth(master);
 	unsigned int nworkers = (unsigned int)set.workers;
 	owner_init(set.hostname);
 	struct tls_server *tls = NULL;
@@ -413,6 +423,7 @@ int main(int argc, char **argv)
 	net_signals_free(&sig);
 	event_base_free(main_base);
 	auth_free(&auth);
+	auth_free(&master);
 	pop3_server_deinit();
 	imap_server_deinit();
 	owner_deinit();

@@ -82,10 +82,16 @@ static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct node_config *config_current;
 static struct auth *server_auth;
 static struct tls_server *server_tls;
+static struct auth *master_auth;
 
 void pop3_server_set_tls(struct tls_server *tls)
 {
 	server_tls = tls;
+}
+
+void pop3_server_set_master_auth(struct auth *auth)
+{
+	master_auth = auth;
 }
 
 static struct node_config *config_ref(void)
@@ -253,6 +259,9 @@ struct pop3_session {
 	const char *close_reason; /* close once out is written */
 
 	bool starttls_pending; /* STLS: handshake once +OK is written */
+	bool trusted;          /* login_trusted_networks: a proxy */
+	char *master_user;     /* master login: the master */
+	char *master_target;   /* ... and the user it logs in as */
 	bool greeted;
 	struct buf *last_user; /* USER's argument until PASS */
 	char *user;            /* canonical user after login */
@@ -280,6 +289,16 @@ struct pop3_session {
 };
 
 static void session_pump(struct pop3_session *s);
+
+/* A trusted proxy learns it may send XCLIENT from the greeting, as with
+ * Dovecot. */
+static void greet(struct pop3_session *s)
+{
+	s->greeted = true;
+	buf_append_cstr(s->out, s->trusted
+				    ? "+OK [XCLIENT] mailring-backend ready.\r\n"
+				    : POP3_GREETING);
+}
 
 static void session_set_state(struct pop3_session *s, enum pop3_state st)
 {
@@ -341,6 +360,8 @@ static void session_free_cb(void *context)
 		userip_release(s->userip_key);
 	free(s->userip_key);
 	free(s->user);
+	free(s->master_user);
+	free(s->master_target);
 	config_unref(&s->cfg);
 	free(s);
 	if (pw->draining && pw->count == 0)
@@ -654,6 +675,9 @@ static void auth_callback(const struct auth_result *result, void *context)
 		return;
 	}
 	log_ctx_set_user(&s->log, str_cstr(result->user));
+	if (s->master_user != NULL)
+		log_ctx_info(&s->log, "pop3: Master user %s logs in as %s",
+			     s->master_user, result->user);
 	if (str_printf(key, sizeof(key), "%s %s", result->user, s->ip) < 0 ||
 	    !userip_take(key, s->cfg->set.mail_max_userip_connections)) {
 		log_ctx_info(&s->log, "pop3: Login refused: too many sessions "
@@ -686,9 +710,84 @@ static void auth_callback(const struct auth_result *result, void *context)
 	session_pump(s);
 }
 
+static void master_callback(const struct auth_result *result, void *context)
+{
+	struct pop3_session *s = context;
+
+	s->auth_req = NULL;
+	if (result->code != AUTH_RESULT_OK) {
+		log_ctx_info(&s->log, "pop3: Master user login failed: %s "
+			     "(master=%s)", auth_result_code_str(result->code),
+			     s->master_user);
+		login_failed(s, result->code == AUTH_RESULT_TEMPFAIL
+				    ? "-ERR [SYS/TEMP] Temporary authentication failure."
+				    : "-ERR [AUTH] Authentication failed.",
+			     result->delay_ms);
+		return;
+	}
+	const struct auth_request_params params = {
+		.user = str_cstr(s->master_target),
+		.service = "pop3",
+		.client_ip = s->ip,
+		.session_id = s->session_id,
+		.flags = AUTH_REQUEST_FLAG_LOOKUP_ONLY,
+	};
+	s->auth_req = auth_request_new(server_auth,
+				       net_worker_base(s->pw->worker), &params,
+				       auth_callback, s);
+}
+
+/* As imap_server.c: user*master or authzid from a trusted client. */
+static bool master_login(const struct pop3_session *s, struct str user,
+			 struct str authzid, struct str *target_r,
+			 struct str *master_r)
+{
+	const char *sep = s->cfg->set.auth_master_user_separator;
+	size_t seplen = strlen(sep);
+
+	if (master_auth == NULL || !s->trusted)
+		return false;
+	if (authzid.len > 0 && !str_eq(authzid, user)) {
+		*target_r = authzid;
+		*master_r = user;
+		return true;
+	}
+	if (seplen == 0 || user.len <= seplen)
+		return false;
+	for (size_t i = 1; i + seplen < user.len; i++) {
+		if (memcmp(user.p + i, sep, seplen) == 0) {
+			*target_r = str_from(user.p, i);
+			*master_r = str_slice(user, i + seplen,
+					      user.len - i - seplen);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void auth_start(struct pop3_session *s, struct str user,
 		       struct str authzid, struct str password)
 {
+	struct str target, master;
+
+	if (master_login(s, user, authzid, &target, &master)) {
+		free(s->master_user);
+		free(s->master_target);
+		s->master_user = xstrndup(master.p, master.len);
+		s->master_target = xstrndup(target.p, target.len);
+		const struct auth_request_params mp = {
+			.user = master,
+			.password = password,
+			.service = "pop3",
+			.client_ip = s->ip,
+			.session_id = s->session_id,
+		};
+		session_set_state(s, POP3_STATE_AUTHING);
+		s->auth_req = auth_request_new(master_auth,
+					       net_worker_base(s->pw->worker),
+					       &mp, master_callback, s);
+		return;
+	}
 	const struct auth_request_params params = {
 		.user = user,
 		.authzid = authzid,
@@ -923,6 +1022,39 @@ static void cmd_quit_update(struct pop3_session *s)
 	}
 }
 
+/* XCLIENT ADDR=<ip> PORT=<n> SESSION=<id> TTL=<n> from a trusted proxy:
+ * the real client, for logs and the per user+IP limit. */
+static void cmd_xclient(struct pop3_session *s, const struct pop3_command *cmd)
+{
+	for (size_t i = 0; i < cmd->arg_count; i++) {
+		struct str k, v;
+		if (!str_split(cmd->args[i], '=', &k, &v))
+			continue;
+		if (str_eq_nocase(k, STR("ADDR"))) {
+			struct net_addr a;
+			char ip[NET_ADDR_STR_MAX];
+			const char *error;
+			if (str_copy(v, ip, sizeof(ip)) &&
+			    net_addr_parse(ip, NET_ADDR_PORT_OPTIONAL, &a, &error) == 0) {
+				log_ctx_set_rip(&s->log, &a.u.sa);
+				net_addr_ip_str(&a, s->ip, sizeof(s->ip));
+			}
+		} else if (str_eq_nocase(k, STR("SESSION")) && v.len > 0 &&
+			   v.len <= LOG_SESSION_ID_LEN) {
+			bool ok = true;
+			for (size_t j = 0; j < v.len && ok; j++)
+				ok = v.p[j] > 0x20 && v.p[j] < 0x7f &&
+				     v.p[j] != '>';
+			if (ok) {
+				memcpy(s->session_id, v.p, v.len);
+				s->session_id[v.len] = '\0';
+				log_ctx_set_session(&s->log, s->session_id);
+			}
+		}
+	}
+	reply(s, "+OK");
+}
+
 static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	if (cmd->arg_count == 0) {
@@ -934,7 +1066,7 @@ static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
 		bad_command(s);
 		return;
 	}
-	if (cmd->args_overflow) {
+	if (cmd->args_overflow || cmd->arg_count > 2) {
 		reply(s, "-ERR [AUTH] Invalid base64 data in initial response");
 		bad_command(s);
 		return;
@@ -958,6 +1090,11 @@ static void run_command(struct pop3_session *s, const struct pop3_command *cmd)
 		if (server_tls != NULL && !conn_is_tls(s->conn) && !authed)
 			buf_append_cstr(s->out, "STLS\r\n");
 		buf_append_cstr(s->out, POP3_CAPA_TAIL);
+		return;
+	case POP3_VERB_XCLIENT:
+		if (authed || !s->trusted)
+			break;
+		cmd_xclient(s, cmd);
 		return;
 	case POP3_VERB_STLS:
 		if (authed)
@@ -1294,7 +1431,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *context)
 	}
 	if (ev == CONN_EV_TLS_READY && !s->greeted) {
 		s->greeted = true;
-		buf_append_cstr(s->out, POP3_GREETING);
+		greet(s);
 	}
 	session_pump(s);
 }
@@ -1328,7 +1465,7 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 	const struct pop3_parser_limits limits = {
 		.max_line_len = s->cfg->set.max_line_length,
 		.max_auth_line_len = s->cfg->set.max_line_length,
-		.max_args = 2,
+		.max_args = 8, /* XCLIENT has four */
 	};
 	s->parser = pop3_parser_new(&limits);
 	s->out = buf_new(1024, OUT_MAX);
@@ -1336,6 +1473,8 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 	s->delay_timer = net_timer_new(base, delay_timer_cb, s);
 	s->free_timer = net_timer_new(base, session_free_cb, s);
 	net_addr_ip_str(peer, s->ip, sizeof(s->ip));
+	s->trusted = config_nets_match(&s->cfg->set.login_trusted_networks,
+				       &peer->u.sa);
 	log_session_id_new(s->session_id);
 	log_ctx_init(&s->log);
 	log_ctx_set_rip(&s->log, &peer->u.sa);
@@ -1355,8 +1494,7 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 			session_pump(s);
 		return;
 	}
-	s->greeted = true;
-	buf_append_cstr(s->out, POP3_GREETING);
+	greet(s);
 	session_pump(s);
 }
 

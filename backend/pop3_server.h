@@ -39,6 +39,9 @@ const struct net_workers_settings *pop3_server_worker_hooks(unsigned int count);
 unsigned int pop3_server_worker_kick(struct net_worker *worker,
 				     const char *user);
 
+/* The master users' passdb (NULL: no master logins). */
+void pop3_server_set_master_auth(struct auth *auth);
+
 struct tls_server;
 /* The TLS server for STLS and ssl listeners (NULL: none). */
 void pop3_server_set_tls(struct tls_server *tls);

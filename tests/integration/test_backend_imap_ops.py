@@ -36,6 +36,15 @@ def wait_log(b, pattern, timeout=5.0):
     raise AssertionError("no log line %r in:\n%s" % (pattern, b.log_text()[-3000:]))
 
 
+def with_block(b, text):
+    """Starts b (made with start=False) with text added to its config."""
+    base = b.config_text()
+    b.config_text = lambda: base + text
+    b.write_config()
+    b.start()
+    return b
+
+
 def raw(b, port=None):
     s = socket.create_connection((b.host, port or b.imap_port), timeout=10)
     f = s.makefile("rwb", buffering=0)
@@ -249,3 +258,69 @@ def test_supervisor_restarts_a_dead_node_process(mailring_backend, workdir):
     # are still open (the killed process's went with it)
     n = sum(1 for m in owners[kids[1]] if m in sessions[0::5])
     assert r.stdout.strip() == "OK kicked=%d" % n, (r.stdout, n)
+
+
+def test_master_user_and_proxy_client_address(mailring_backend, workdir):
+    master = os.path.join(workdir, "masters")
+    with open(master, "w") as f:
+        f.write("admin:{PLAIN}secret::::::\n")
+    b = with_block(mailring_backend(imap=True, start=False, settings={
+        "login_trusted_networks": "127.0.0.0/8"}),
+        "master_passdb {\n  args = %s\n}\n" % master)
+    # LOGIN user*master
+    m = imap(b, "user3*admin", "secret")
+    assert m.select("INBOX")[0] == "OK"
+    m.logout()
+    wait_log(b, r"imap: Master user admin logs in as user3 user=<user3>")
+    # SASL PLAIN with authzid
+    m = imap(b, login=False)
+    typ, _ = m.authenticate("PLAIN", lambda _: b"user4\0admin\0secret")
+    assert typ == "OK"
+    m.logout()
+    wait_log(b, r"Master user admin logs in as user4")
+    # a wrong master password, and a master login as a user who does not
+    # exist, both fail
+    with pytest.raises(imaplib.IMAP4.error):
+        imap(b, "user3*admin", "wrong")
+    with pytest.raises(imaplib.IMAP4.error):
+        imap(b, "nosuch*admin", "secret")
+    # ID from a trusted proxy: logs show the real client and session
+    m = imap(b, login=False)
+    m._simple_command("ID", '("x-originating-ip" "192.0.2.7" '
+                      '"x-originating-port" "51234" "x-session-id" '
+                      '"proxysess123")')
+    m.login("user5", "pass")
+    m.logout()
+    wait_log(b, r"imap: Logged in user=<user5> rip=192\.0\.2\.7 "
+             r"session=<proxysess123>")
+    # POP3: XCLIENT announced to the trusted proxy
+    p = poplib.POP3(b.host, b.pop3_port, timeout=10)
+    assert b"[XCLIENT]" in p.getwelcome()
+    assert p._shortcmd("XCLIENT ADDR=198.51.100.9 PORT=4000 "
+                       "SESSION=popsess77 TTL=5").startswith(b"+OK")
+    p.user("user6*admin")
+    assert p.pass_("secret").startswith(b"+OK")
+    p.quit()
+    wait_log(b, r"pop3: Master user admin logs in as user6 user=<user6> "
+             r"rip=198\.51\.100\.9 session=<popsess77>")
+
+
+def test_untrusted_clients_get_no_master_or_id(mailring_backend, workdir):
+    master = os.path.join(workdir, "masters")
+    with open(master, "w") as f:
+        f.write("admin:{PLAIN}secret::::::\n")
+    b = with_block(mailring_backend(imap=True, start=False, settings={
+        "login_trusted_networks": "192.0.2.0/24"}),
+        "master_passdb {\n  args = %s\n}\n" % master)
+    with pytest.raises(imaplib.IMAP4.error):
+        imap(b, "user3*admin", "secret")
+    m = imap(b, login=False)
+    m._simple_command("ID", '("x-originating-ip" "192.0.2.7")')
+    m.login("user5", "pass")
+    m.logout()
+    wait_log(b, r"imap: Logged in user=<user5> rip=127\.0\.0\.1 ")
+    p = poplib.POP3(b.host, b.pop3_port, timeout=10)
+    assert b"[XCLIENT]" not in p.getwelcome()
+    with pytest.raises(poplib.error_proto):
+        p._shortcmd("XCLIENT ADDR=198.51.100.9")
+    p.quit()
