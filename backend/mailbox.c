@@ -373,11 +373,61 @@ static void view_free(struct mailbox *mb)
 	mb->count = 0;
 }
 
+/* Leading decimal number of s at *pos (advanced); false when none. */
+static bool name_number(struct str s, size_t *pos, uint64_t *v)
+{
+	size_t i = *pos;
+	uint64_t n = 0;
+
+	while (i < s.len && s.p[i] >= '0' && s.p[i] <= '9' && n < UINT64_MAX / 10)
+		n = n * 10 + (uint64_t)(s.p[i++] - '0');
+	if (i == *pos)
+		return false;
+	*pos = i;
+	*v = n;
+	return true;
+}
+
+/* Dovecot's order for new names: "<secs>.M<usecs>..." by time, then by
+ * name (so M9 comes before M10); other names after, by name. New
+ * messages get their UIDs in this order, which is delivery order. */
+static int name_order_cmp(const void *a, const void *b)
+{
+	const struct str *x = a, *y = b;
+	size_t px = 0, py = 0;
+	uint64_t sx = 0, sy = 0, ux = 0, uy = 0;
+	bool tx = name_number(*x, &px, &sx) && px < x->len && x->p[px] == '.';
+	bool ty = name_number(*y, &py, &sy) && py < y->len && y->p[py] == '.';
+
+	if (tx != ty)
+		return tx ? -1 : 1;
+	if (tx) {
+		if (sx != sy)
+			return sx < sy ? -1 : 1;
+		px++;
+		py++;
+		bool mx = px < x->len && x->p[px] == 'M';
+		bool my = py < y->len && y->p[py] == 'M';
+		px++;
+		py++;
+		if (mx && my && name_number(*x, &px, &ux) &&
+		    name_number(*y, &py, &uy) && ux != uy)
+			return ux < uy ? -1 : 1;
+	}
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->p, y->p, n);
+	if (c != 0)
+		return c;
+	return x->len < y->len ? -1 : x->len > y->len;
+}
+
 static struct str *names_of(const struct mailbox *mb)
 {
 	struct str *names = xreallocarray(NULL, mb->nfiles + 1, sizeof(*names));
 	for (size_t i = 0; i < mb->nfiles; i++)
 		names[i] = file_base(&mb->files[i]);
+	if (mb->nfiles > 1)
+		qsort(names, mb->nfiles, sizeof(*names), name_order_cmp);
 	return names;
 }
 

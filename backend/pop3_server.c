@@ -43,12 +43,12 @@
 #include "buf.h"
 #include "conn.h"
 #include "log.h"
+#include "mailbox.h"
 #include "maildir.h"
 #include "owner.h"
 #include "pop3_parse.h"
 #include "str.h"
 #include "tls.h"
-#include "uidlist.h"
 #include "xmalloc.h"
 
 #define POP3_GREETING "+OK mailring-backend ready.\r\n"
@@ -69,7 +69,6 @@
 #define OUT_MAX (64 * 1024)
 #define RETR_CHUNK 8192       /* file bytes per piece (at most 2x sent) */
 #define LIST_CHUNK 16384      /* LIST/UIDL output bytes per piece */
-#define UIDLIST_LOCK_MSECS 10000
 
 /* ---- settings generations ---------------------------------------------- */
 
@@ -402,76 +401,9 @@ static void bad_command(struct pop3_session *s)
 
 /* ---- the mailbox --------------------------------------------------------- */
 
-struct scan_ctx {
-	struct pop3_msg *msgs;
-	size_t count, alloc;
-};
-
-static int scan_cb(const struct maildir_entry *e, void *context)
-{
-	struct scan_ctx *ctx = context;
-
-	if (ctx->count == ctx->alloc) {
-		ctx->alloc = ctx->alloc == 0 ? 64 : ctx->alloc * 2;
-		ctx->msgs = xreallocarray(ctx->msgs, ctx->alloc,
-					  sizeof(*ctx->msgs));
-	}
-	struct pop3_msg *m = &ctx->msgs[ctx->count++];
-	m->name = xstrdup(e->name);
-	m->uid = 0;
-	m->deleted = false;
-	m->vsize = e->parsed->has_vsize ? e->parsed->vsize : UINT64_MAX;
-	return 0;
-}
-
-/* Dovecot's order for new names: "<secs>.M<usecs>..." by time, then by
- * name; names without that form sort after, by name. */
-static int msg_name_cmp(const void *a, const void *b)
-{
-	const struct pop3_msg *x = a, *y = b;
-	char *ex, *ey;
-	unsigned long long sx = strtoull(x->name, &ex, 10);
-	unsigned long long sy = strtoull(y->name, &ey, 10);
-	bool tx = ex != x->name && *ex == '.', ty = ey != y->name && *ey == '.';
-
-	if (tx != ty)
-		return tx ? -1 : 1;
-	if (tx && sx != sy)
-		return sx < sy ? -1 : 1;
-	if (tx && ex[1] == 'M' && ey[1] == 'M') {
-		unsigned long long ux = strtoull(ex + 2, NULL, 10);
-		unsigned long long uy = strtoull(ey + 2, NULL, 10);
-		if (ux != uy)
-			return ux < uy ? -1 : 1;
-	}
-	return strcmp(x->name, y->name);
-}
-
 static struct str name_base(const char *name)
 {
 	return str_from(name, strcspn(name, ":"));
-}
-
-static int msg_uid_cmp(const void *a, const void *b)
-{
-	const struct pop3_msg *x = a, *y = b;
-	return x->uid < y->uid ? -1 : x->uid > y->uid;
-}
-
-/* Octets of cur/name as sent: bare LFs become CRLF. -1 on error (errno;
- * ENOENT: expunged meanwhile). */
-static int64_t msg_vsize(const char *dir, const char *name)
-{
-	char path[MAILDIR_PATH_MAX];
-	uint64_t size;
-
-	if (str_printf(path, sizeof(path), "%s/cur/%s", dir, name) < 0) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	if (maildir_file_vsize(path, &size) == -1)
-		return -1;
-	return (int64_t)size;
 }
 
 /* mkdir -p of the parents of dir (0700, like Dovecot's home creation).
@@ -501,122 +433,46 @@ static int mkdir_parents(const char *dir)
 	return 0;
 }
 
-/* Scans dir (moving new/ to cur/) and syncs its UID list under the lock.
- * On success the messages with their UIDs, sorted by UID, are in *msgs_r.
- * Returns 0, or -1 with a message in err. */
-static int mailbox_sync(const char *dir, uint32_t max_records,
-			struct pop3_msg **msgs_r, size_t *count_r,
-			uint32_t *uidvalidity_r, char *err, size_t errsize)
+/* Opens dir through the mailbox layer (backend/mailbox.h: scan, UID list,
+ * index, all under their locks; the same view IMAP has, so POP3 and IMAP
+ * sessions of a user agree on messages and UIDs). On success the messages,
+ * sorted by UID, are in *msgs_r. Returns 0, or -1 with a message in err. */
+static int inbox_load(const char *dir, uint32_t max_records,
+		      struct pop3_msg **msgs_r, size_t *count_r,
+		      uint32_t *uidvalidity_r, char *err, size_t errsize)
 {
-	const struct maildir_scan_settings scan_set = {
-		.move_new = true,
-		.max_entries = max_records,
-		.tmp_max_age_secs = MAILDIR_TMP_DELETE_SECS,
-	};
-	struct maildir_error merr;
-	struct scan_ctx ctx = { 0 };
-	struct uidlist_lock *lock = NULL;
-	struct uidlist *list = NULL;
-	struct str *names = NULL;
-	const char *error = NULL;
-	enum uidlist_status st;
-	int ret = -1;
+	struct mailbox_settings ms = { .max_messages = max_records,
+				       .create = true };
+	struct mailbox *mb = NULL;
+	struct mailbox_message m;
+	const char *error;
 
 	if (mkdir_parents(dir) < 0) {
 		str_printf(err, errsize, "mkdir of the parents of %s: %s", dir,
 			   strerror(errno));
-		goto out;
+		return -1;
 	}
-	if (maildir_create(dir, &merr) < 0 ||
-	    maildir_scan(dir, &scan_set, scan_cb, &ctx, NULL, &merr) < 0) {
-		str_printf(err, errsize, "%s", merr.msg);
-		goto out;
+	if (mailbox_open(dir, &ms, &mb, &error) < 0) {
+		str_printf(err, errsize, "%s", error);
+		return -1;
 	}
-	/* new names get UIDs in this order */
-	if (ctx.count > 1)
-		qsort(ctx.msgs, ctx.count, sizeof(*ctx.msgs), msg_name_cmp);
-	names = xcalloc(ctx.count + 1, sizeof(*names));
-	for (size_t i = 0; i < ctx.count; i++)
-		names[i] = name_base(ctx.msgs[i].name);
-
-	st = uidlist_lock(dir, UIDLIST_LOCK_MSECS, &lock, &error);
-	if (st != UIDLIST_OK) {
-		str_printf(err, errsize, "uidlist lock: %s", error);
-		goto out;
-	}
-	st = uidlist_read(dir, max_records, &list, &error);
-	bool changed = true;
-	if (st == UIDLIST_NOT_FOUND) {
-		list = uidlist_new(0, max_records);
-	} else if (st == UIDLIST_REBUILD) {
-		log_warnx("pop3: %s/" UIDLIST_FILE_NAME ": %s: rebuilding "
-			  "from the Maildir", dir, error);
-		list = uidlist_rebuild(NULL, 0, max_records, names, ctx.count,
-				       &st, &error);
-		if (list == NULL) {
-			str_printf(err, errsize, "uidlist rebuild: %s", error);
-			goto out;
-		}
-	} else if (st != UIDLIST_OK) {
-		str_printf(err, errsize, "uidlist read: %s", error);
-		goto out;
-	} else {
-		changed = false;
-	}
-	uint32_t count0 = uidlist_count(list), next0 = uidlist_uidnext(list);
-	st = uidlist_sync(list, names, ctx.count, &error);
-	if (st != UIDLIST_OK) {
-		str_printf(err, errsize, "uidlist sync: %s", error);
-		goto out;
-	}
-	if (changed || count0 != uidlist_count(list) ||
-	    next0 != uidlist_uidnext(list)) {
-		st = uidlist_write(lock, list, &error);
-		if (st != UIDLIST_OK) {
-			str_printf(err, errsize, "uidlist write: %s", error);
-			goto out;
-		}
-	}
-	uidlist_unlock(&lock);
-
-	/* UIDs for the names; a name the list refused is left out */
-	size_t kept = 0;
-	for (size_t i = 0; i < ctx.count; i++) {
-		struct pop3_msg m = ctx.msgs[i];
-		m.uid = uidlist_lookup_name(list, name_base(m.name));
-		if (m.uid == 0) {
-			free(m.name);
+	uint32_t n = mailbox_count(mb);
+	struct pop3_msg *msgs = xcalloc((size_t)n + 1, sizeof(*msgs));
+	size_t count = 0;
+	for (uint32_t seq = 1; seq <= n; seq++) {
+		if (!mailbox_lookup_seq(mb, seq, &m))
 			continue;
-		}
-		if (m.vsize == UINT64_MAX) {
-			int64_t v = msg_vsize(dir, m.name);
-			if (v < 0) {
-				if (errno != ENOENT)
-					log_warn("pop3: %s/cur/%s", dir, m.name);
-				free(m.name);
-				continue;
-			}
-			m.vsize = (uint64_t)v;
-		}
-		ctx.msgs[kept++] = m;
+		msgs[count].name = xstrdup(m.name);
+		msgs[count].uid = m.uid;
+		msgs[count].vsize = m.size;
+		msgs[count].deleted = false;
+		count++;
 	}
-	ctx.count = kept;
-	if (ctx.count > 1)
-		qsort(ctx.msgs, ctx.count, sizeof(*ctx.msgs), msg_uid_cmp);
-	*uidvalidity_r = uidlist_uidvalidity(list);
-	*msgs_r = ctx.msgs;
-	*count_r = ctx.count;
-	ctx.msgs = NULL;
-	ctx.count = 0;
-	ret = 0;
-out:
-	uidlist_unlock(&lock);
-	uidlist_free(&list);
-	free(names);
-	for (size_t i = 0; i < ctx.count; i++)
-		free(ctx.msgs[i].name);
-	free(ctx.msgs);
-	return ret;
+	*uidvalidity_r = mailbox_uidvalidity(mb);
+	mailbox_close(&mb);
+	*msgs_r = msgs;
+	*count_r = count;
+	return 0;
 }
 
 /* ---- login ----------------------------------------------------------------- */
@@ -648,7 +504,7 @@ static bool login_open(struct pop3_session *s, const char *user)
 			      error);
 		return false;
 	}
-	if (mailbox_sync(s->dir, (uint32_t)s->cfg->set.max_messages, &s->msgs,
+	if (inbox_load(s->dir, (uint32_t)s->cfg->set.max_messages, &s->msgs,
 			 &s->msg_count, &s->uidvalidity, err, sizeof(err)) < 0) {
 		log_ctx_error(&s->log, "pop3: INBOX %s: %s", s->dir, err);
 		return false;
@@ -984,7 +840,6 @@ static void cmd_rset(struct pop3_session *s)
 /* QUIT in TRANSACTION: the UPDATE state of RFC 1939. */
 static void cmd_quit_update(struct pop3_session *s)
 {
-	struct maildir_error merr;
 	bool failed = false;
 
 	if (s->dele_count == 0) {
@@ -992,27 +847,26 @@ static void cmd_quit_update(struct pop3_session *s)
 		s->close_reason = "Logged out";
 		return;
 	}
-	for (size_t i = 0; i < s->msg_count; i++) {
+	/* through the mailbox layer: file, UID list and index together */
+	struct mailbox_settings ms = {
+		.max_messages = (uint32_t)s->cfg->set.max_messages,
+	};
+	struct mailbox *mb = NULL;
+	const char *error;
+	if (mailbox_open(s->dir, &ms, &mb, &error) < 0) {
+		log_ctx_error(&s->log, "pop3: expunge: %s", error);
+		failed = true;
+	}
+	for (size_t i = 0; i < s->msg_count && mb != NULL; i++) {
 		if (!s->msgs[i].deleted)
 			continue;
-		if (maildir_expunge(s->dir, s->msgs[i].name, &merr) < 0) {
-			log_ctx_error(&s->log, "pop3: expunge %s: %s",
-				      s->msgs[i].name, merr.msg);
+		if (mailbox_expunge(mb, s->msgs[i].uid, &error) < 0) {
+			log_ctx_error(&s->log, "pop3: expunge uid %u: %s",
+				      s->msgs[i].uid, error);
 			failed = true;
 		}
 	}
-	/* drop the expunged names from the UID list now */
-	struct pop3_msg *msgs = NULL;
-	size_t count = 0;
-	uint32_t uidvalidity;
-	char err[512];
-	if (mailbox_sync(s->dir, (uint32_t)s->cfg->set.max_messages, &msgs,
-			 &count, &uidvalidity, err, sizeof(err)) < 0)
-		log_ctx_warnx(&s->log, "pop3: UID list sync after expunge: %s",
-			      err);
-	for (size_t i = 0; i < count; i++)
-		free(msgs[i].name);
-	free(msgs);
+	mailbox_close(&mb);
 	if (failed) {
 		reply(s, "-ERR [SYS/TEMP] Failed to delete some messages.");
 		s->close_reason = "Logged out (expunge failed)";
