@@ -22,6 +22,7 @@
 
 #include "imap_internal.h"
 #include "imap_seqset.h"
+#include "mailcache.h"
 #include "mime.h"
 #include "xmalloc.h"
 
@@ -73,7 +74,9 @@ struct imap_fetch_job {
 	bool uid;
 	struct fetch_item items[FETCH_MAX_ITEMS];
 	size_t item_count;
-	bool need_mime, sets_seen, has_flags;
+	bool need_mime;      /* sections below the root: parse every message */
+	bool need_file;      /* any body section: open every message */
+	bool sets_seen, has_flags;
 	bool send_modseq;
 	uint64_t changedsince;
 	uint32_t *uids; /* messages to answer, by UID (the view may change) */
@@ -289,7 +292,8 @@ static bool parse_body_section(struct imap_fetch_job *job,
 	it->name = xstrdup(name);
 	if (!peek)
 		job->sets_seen = true;
-	/* BODY[] and BODY[TEXT] of the root need no structure */
+	job->need_file = true;
+	/* BODY[] of the root needs no structure */
 	if (it->depth > 0 || it->what != SEC_ALL)
 		job->need_mime = true;
 	return true;
@@ -316,9 +320,8 @@ static bool add_simple(struct imap_fetch_job *job, struct str a)
 		struct fetch_item *it = item_add(job, simple[k].kind);
 		if (it == NULL)
 			return false;
-		if (it->kind == FI_ENVELOPE || it->kind == FI_BODY ||
-		    it->kind == FI_BODYSTRUCTURE)
-			job->need_mime = true;
+		/* ENVELOPE, BODY, BODYSTRUCTURE: from the cache, or
+		 * parsed when it misses (ensure_parsed) */
 		if (it->kind == FI_FLAGS)
 			job->has_flags = true;
 		if (it->kind == FI_MODSEQ)
@@ -335,6 +338,7 @@ static bool add_simple(struct imap_fetch_job *job, struct str a)
 		it->what = SEC_ALL;
 		it->name = xstrdup("RFC822");
 		job->sets_seen = true;
+		job->need_file = true;
 	} else if (str_eq_nocase(a, STR("RFC822.HEADER"))) {
 		it = item_add(job, FI_SECTION);
 		if (it == NULL)
@@ -343,6 +347,7 @@ static bool add_simple(struct imap_fetch_job *job, struct str a)
 		it->peek = true;
 		it->name = xstrdup("RFC822.HEADER");
 		job->need_mime = true;
+		job->need_file = true;
 	} else if (str_eq_nocase(a, STR("RFC822.TEXT"))) {
 		it = item_add(job, FI_SECTION);
 		if (it == NULL)
@@ -351,6 +356,7 @@ static bool add_simple(struct imap_fetch_job *job, struct str a)
 		it->name = xstrdup("RFC822.TEXT");
 		job->sets_seen = true;
 		job->need_mime = true;
+		job->need_file = true;
 	}
 	return it != NULL;
 }
@@ -518,6 +524,15 @@ static uint32_t view_seq(const struct imap_session *s, uint32_t uid)
 	return lo < s->view_count && s->view[lo].uid == uid ? lo + 1 : 0;
 }
 
+static int open_file(struct imap_session *s, struct imap_fetch_job *job)
+{
+	job->fd = imap_open_message(s, job->cur_uid, &job->msg);
+	if (job->fd < 0 && errno != ENOENT)
+		log_ctx_error(&s->log, "imap: %s: open uid %u: %s",
+			      s->mbox_name, job->cur_uid, strerror(errno));
+	return job->fd < 0 ? -1 : 0;
+}
+
 static int parse_mime(struct imap_session *s, struct imap_fetch_job *job)
 {
 	uint8_t chunk[FETCH_CHUNK];
@@ -540,6 +555,54 @@ static int parse_mime(struct imap_session *s, struct imap_fetch_job *job)
 			      s->mbox_name, job->cur_uid, error);
 		return -1;
 	}
+	return 0;
+}
+
+/* The parsed message, opening and parsing the file the first time. */
+static int ensure_parsed(struct imap_session *s, struct imap_fetch_job *job)
+{
+	if (job->mime != NULL)
+		return 0;
+	if (job->fd < 0 && open_file(s, job) < 0)
+		return -1;
+	return parse_mime(s, job);
+}
+
+/* ENVELOPE, BODY or BODYSTRUCTURE: from the cache, else parsed (and then
+ * cached). -1 when the message cannot be read. */
+static int out_structure(struct imap_session *s, struct imap_fetch_job *job,
+			 enum fetch_kind kind)
+{
+	enum mailcache_field field = kind == FI_ENVELOPE ? MAILCACHE_ENVELOPE
+				     : kind == FI_BODY	  ? MAILCACHE_BODY
+							  : MAILCACHE_BODYSTRUCTURE;
+	const char *error;
+
+	imap_out_str(s, kind == FI_ENVELOPE ? STR("ENVELOPE ")
+			: kind == FI_BODY   ? STR("BODY ")
+					    : STR("BODYSTRUCTURE "));
+	size_t start = s->out->len;
+	if (s->cache != NULL &&
+	    mailcache_lookup(s->cache, job->cur_uid, field, s->out, &error) == 1)
+		return 0;
+	s->out->len = start; /* a failed lookup may have left bytes */
+	if (ensure_parsed(s, job) < 0) {
+		/* gone or unreadable: keep the answer well-formed */
+		imap_out_str(s, STR("NIL"));
+		job->failed = true;
+		return 0;
+	}
+	int r = kind == FI_ENVELOPE
+		    ? mime_write_envelope(job->mime->root, s->out)
+		    : mime_write_bodystructure(job->mime->root,
+					       kind == FI_BODYSTRUCTURE, s->out);
+	if (r < 0)
+		return -1;
+	if (s->cache != NULL &&
+	    mailcache_add(s->cache, job->cur_uid, field, s->out->data + start,
+			  s->out->len - start, &error) < 0)
+		log_ctx_warnx(&s->log, "imap: %s: cache: %s", s->mbox_name,
+			      error);
 	return 0;
 }
 
@@ -680,9 +743,14 @@ static int out_header_fields(struct imap_session *s,
 static int out_section(struct imap_session *s, struct imap_fetch_job *job,
 		       const struct fetch_item *it)
 {
-	if (job->mime == NULL) {
+	if (it->depth == 0 && it->what == SEC_ALL && job->mime == NULL) {
 		/* BODY[] / RFC822: the whole file */
 		return stream_start(s, job, it, 0, UINT64_MAX, job->msg.size);
+	}
+	if (ensure_parsed(s, job) < 0) {
+		imap_out(s, "%s NIL", it->name);
+		job->failed = true;
+		return 0;
 	}
 	const struct mime_part *part =
 	    mime_part_find(job->mime, it->path, it->depth);
@@ -769,11 +837,15 @@ static bool msg_begin(struct imap_session *s, struct imap_fetch_job *job)
 	}
 	struct imap_view_msg *v = &s->view[seq - 1];
 	job->cur_uid = uid;
-	job->fd = imap_open_message(s, uid, &job->msg);
-	if (job->fd < 0) {
-		if (errno != ENOENT)
-			log_ctx_error(&s->log, "imap: %s: open uid %u: %s",
-				      s->mbox_name, uid, strerror(errno));
+	if (!job->need_file) {
+		/* the index answers; the file is opened only if a cached
+		 * structure item misses */
+		if (mailbox_lookup_uid(s->mb, uid, &job->msg) == 0) {
+			job->expunged_seen = true;
+			job->pos++;
+			return false;
+		}
+	} else if (open_file(s, job) < 0) {
 		job->expunged_seen = true;
 		job->pos++;
 		return false;
@@ -868,18 +940,9 @@ static int msg_items(struct imap_session *s, struct imap_fetch_job *job)
 							  : job->msg.modseq));
 			break;
 		case FI_ENVELOPE:
-			imap_out_str(s, STR("ENVELOPE "));
-			if (mime_write_envelope(job->mime->root, s->out) < 0)
-				return -1;
-			break;
 		case FI_BODY:
 		case FI_BODYSTRUCTURE:
-			imap_out_str(s, it->kind == FI_BODY
-					    ? STR("BODY ")
-					    : STR("BODYSTRUCTURE "));
-			if (mime_write_bodystructure(
-				job->mime->root, it->kind == FI_BODYSTRUCTURE,
-				s->out) < 0)
+			if (out_structure(s, job, it->kind) < 0)
 				return -1;
 			break;
 		case FI_SECTION:

@@ -89,6 +89,7 @@ struct imap_stamp {
 };
 
 struct imap_fetch_job;
+struct mailcache;
 struct imap_worker;
 
 struct imap_session {
@@ -132,6 +133,7 @@ struct imap_session {
 
 	/* selected mailbox */
 	struct mailbox *mb;
+	struct mailcache *cache; /* parsed data of the selected mailbox */
 	char mbox_name[MAILDIR_FOLDER_NAME_MAX + 8];
 	char mbox_dir[MAILDIR_PATH_MAX];
 	bool readonly;

@@ -29,6 +29,7 @@
 #include "mime.h"
 #include "textmatch.h"
 #include "imap_seqset.h"
+#include "mailcache.h"
 #include "mailindex.h"
 #include "xmalloc.h"
 
@@ -321,6 +322,7 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 
 void imap_unselect(struct imap_session *s)
 {
+	mailcache_close(&s->cache);
 	mailbox_close(&s->mb);
 	free(s->view);
 	s->view = NULL;
@@ -428,6 +430,9 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 	s->uidvalidity = mailbox_uidvalidity(s->mb);
 	s->uidnext = mailbox_uidnext(s->mb);
 	s->highest_modseq = mailbox_highest_modseq(s->mb);
+	/* the cache is derived data: without it FETCH parses every time */
+	if (mailcache_open(dir, s->uidvalidity, NULL, &s->cache, &error) < 0)
+		log_ctx_warnx(&s->log, "imap: %s: cache: %s", name, error);
 	stamp_read(s, &s->stamp);
 	s->stamp_valid = true;
 	keywords_reload(s);
@@ -895,6 +900,24 @@ static int expunge_deleted(struct imap_session *s, const bool *sel)
 	return ret;
 }
 
+/* Lets the cache drop the records of expunged messages (it compacts only
+ * when they are half of the file). */
+static void cache_expunge_sync(struct imap_session *s)
+{
+	const char *error;
+
+	if (s->cache == NULL || s->mb == NULL)
+		return;
+	uint32_t *uids = xcalloc((size_t)s->view_count + 1, sizeof(*uids));
+	for (uint32_t i = 0; i < s->view_count; i++)
+		uids[i] = s->view[i].uid;
+	if (mailcache_expunge_sync(s->cache, uids, s->view_count,
+				   mailbox_uidnext(s->mb), &error) < 0)
+		log_ctx_warnx(&s->log, "imap: %s: cache: %s", s->mbox_name,
+			      error);
+	free(uids);
+}
+
 void imap_cmd_expunge(struct imap_session *s, const char *tag,
 		      const struct imap_command *cmd, bool uid)
 {
@@ -918,6 +941,7 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag,
 	if (r < 0 && s->close_reason != NULL)
 		return;
 	(void)imap_sync(s, true, true);
+	cache_expunge_sync(s);
 	if (r < 0)
 		imap_done(s, tag, true, "NO [SERVERBUG] Internal error "
 					"occurred.");
@@ -1345,13 +1369,43 @@ static int src_body_contains(void *context,
 static int src_sent_date(void *context, int64_t *unix_r, int *tz_min_r)
 {
 	struct search_ctx *c = context;
+	struct mailcache *cache = c->s->cache;
+	const char *error;
+	uint8_t enc[MAILCACHE_SENT_DATE_SIZE];
+	int64_t t;
+	int32_t tz;
 
+	if (cache != NULL) {
+		struct buf *b = buf_new(MAILCACHE_SENT_DATE_SIZE,
+					MAILCACHE_SENT_DATE_SIZE);
+		int r = mailcache_lookup(cache, c->v->uid, MAILCACHE_SENT_DATE,
+					 b, &error);
+		int ok = r == 1 ? mailcache_sent_date_decode(b->data, b->len,
+							     &t, &tz)
+				: -1;
+		buf_free(&b);
+		if (r == 1 && ok >= 0) {
+			*unix_r = t;
+			*tz_min_r = tz;
+			return 1;
+		}
+	}
 	if (search_load(c) < 0)
 		return -1;
 	const struct mime_envelope *env = c->mime->root->envelope;
 	if (env == NULL || env->date.p == NULL)
 		return 0;
-	return mime_date_parse(env->date, unix_r, tz_min_r) == 1 ? 1 : 0;
+	int tzi;
+	if (mime_date_parse(env->date, &t, &tzi) != 1)
+		return 0;
+	*unix_r = t;
+	*tz_min_r = tzi;
+	if (cache != NULL) {
+		mailcache_sent_date_encode(t, tzi, enc);
+		(void)mailcache_add(cache, c->v->uid, MAILCACHE_SENT_DATE, enc,
+				    sizeof(enc), &error);
+	}
+	return 1;
 }
 
 static const struct imap_search_source search_source = {

@@ -324,3 +324,42 @@ def test_untrusted_clients_get_no_master_or_id(mailring_backend, workdir):
     with pytest.raises(poplib.error_proto):
         p._shortcmd("XCLIENT ADDR=198.51.100.9")
     p.quit()
+
+
+def test_cache_serves_structure_and_survives_corruption(mailring_backend,
+                                                        corpus):
+    b = mailring_backend(imap=True)
+    m = imap(b)
+    names = sorted(corpus)[:4]
+    for n in names:
+        assert m.append("INBOX", None, None, corpus[n])[0] == "OK"
+    m.select("INBOX")
+    typ, first = m.fetch("1:4", "(ENVELOPE BODYSTRUCTURE BODY)")
+    assert typ == "OK"
+    md = b.maildir("user1")
+    cache = os.path.join(md, "mailring-cache")
+    assert os.path.getsize(cache) > 32
+    # the parsed data now comes from the cache: even a message file
+    # emptied behind the server's back still answers as parsed before
+    cur = os.path.join(md, "cur")
+    victim = sorted(os.listdir(cur))[0]
+    with open(os.path.join(cur, victim), "r+b") as f:
+        f.truncate(0)
+    typ, second = m.fetch("1:4", "(ENVELOPE BODYSTRUCTURE BODY)")
+    assert second == first
+    m.logout()
+    # a corrupted cache is detected and rebuilt; answers stay right
+    with open(os.path.join(cur, victim), "wb") as f:
+        f.write(corpus[names[0]])
+    with open(cache, "r+b") as f:
+        f.seek(40)
+        f.write(os.urandom(200))
+    m = imap(b)
+    m.select("INBOX")
+    typ, third = m.fetch("1:4", "(ENVELOPE BODYSTRUCTURE BODY)")
+    assert third == first
+    # SEARCH SENT* uses the cached Date
+    typ, d1 = m.search(None, "SENTSINCE 1-Jan-2000")
+    typ, d2 = m.search(None, "SENTSINCE 1-Jan-2000")
+    assert d1 == d2 and d1[0].split()
+    m.logout()
