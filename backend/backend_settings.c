@@ -30,6 +30,9 @@ static const struct config_section listener_section =
 static const struct config_def node_defs[] = {
 	CONFIG_DEF_UINT(S, "workers", workers, "0", 0, 256,
 			"worker threads; 0 = one per core"),
+	CONFIG_DEF_UINT(S, "io_threads", io_threads, "16", 0, 256,
+			"threads that do IMAP sessions' disk work off the "
+			"event loops (0 = on the worker thread)"),
 	CONFIG_DEF_UINT(S, "processes", processes, "1", 1, 64,
 			"node processes under a supervisor that restarts a "
 			"dead one (1 = a single process, no supervisor)"),

@@ -32,6 +32,7 @@ struct node_listener_settings {
 struct node_settings {
 	uint64_t workers;
 	uint64_t processes;
+	uint64_t io_threads;
 	unsigned int log_level; /* enum log_level */
 	bool log_syslog;
 	char *syslog_facility;

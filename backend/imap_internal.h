@@ -147,6 +147,12 @@ struct imap_session {
 	bool stamp_valid;
 
 	struct imap_fetch_job *fetch; /* streaming a FETCH answer */
+	/* Disk work runs on the I/O pool (io_pool.h): while busy, the loop
+	 * leaves the session alone (no reads, writes, timers or frees). */
+	unsigned int busy;          /* enum imap_busy in imap_server.c */
+	struct imap_command busy_cmd;
+	_Atomic bool job_running;   /* cleared by the pool thread */
+	const char *pending_close;  /* close once the job is done */
 	uint64_t commands, fetched_bytes;
 };
 

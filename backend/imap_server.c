@@ -26,9 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "base64.h"
 #include "imap_internal.h"
+#include "io_pool.h"
 #include "tls.h"
 #include "owner.h"
 #include "xmalloc.h"
@@ -42,6 +44,12 @@ static struct imap_config *config_current;
 static struct auth *server_auth;
 static struct tls_server *server_tls;
 static struct auth *master_auth;
+static struct io_pool *server_io;
+
+void imap_server_set_io_pool(struct io_pool *pool)
+{
+	server_io = pool;
+}
 
 void imap_server_set_tls(struct tls_server *tls)
 {
@@ -314,6 +322,13 @@ static void session_close(struct imap_session *s, const char *reason)
 {
 	if (s->state == IMAP_STATE_CLOSING)
 		return;
+	if (s->busy != 0) {
+		/* a pool thread is using the session: close when it is done */
+		if (s->pending_close == NULL)
+			s->pending_close = reason;
+		conn_want(s->conn, false, false);
+		return;
+	}
 	if (s->user != NULL)
 		log_ctx_info(&s->log,
 			     "imap: Disconnected: %s in=%llu out=%llu "
@@ -751,12 +766,84 @@ static void cmd_namespace(struct imap_session *s)
 	imap_done(s, s->tag, true, "OK Namespace completed.");
 }
 
+/* ---- the I/O pool --------------------------------------------------------- */
+
+enum imap_busy {
+	BUSY_NONE = 0,
+	BUSY_COMMAND,   /* s->busy_cmd */
+	BUSY_FETCH,     /* the next piece of s->fetch */
+	BUSY_NOTIFY,    /* IDLE: look for changes */
+	BUSY_IDLE_DONE, /* DONE: the tagged answer */
+};
+
+static void dispatch(struct imap_session *s, const struct imap_command *cmd);
+
+static void job_run(void *context)
+{
+	struct imap_session *s = context;
+	unsigned int delay = io_pool_test_delay_msecs(s->user);
+
+	if (delay > 0) {
+		struct timespec ts = { delay / 1000,
+				       (long)(delay % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	switch ((enum imap_busy)s->busy) {
+	case BUSY_COMMAND:
+		dispatch(s, &s->busy_cmd);
+		break;
+	case BUSY_FETCH:
+		imap_fetch_fill(s);
+		break;
+	case BUSY_NOTIFY:
+		(void)imap_sync(s, true, false);
+		break;
+	case BUSY_IDLE_DONE:
+		imap_done(s, s->tag, true, "OK Idle completed.");
+		break;
+	case BUSY_NONE:
+		break;
+	}
+	atomic_store_explicit(&s->job_running, false, memory_order_release);
+}
+
+static void job_done(struct net_worker *worker, void *context)
+{
+	struct imap_session *s = context;
+	(void)worker;
+
+	s->busy = BUSY_NONE;
+	if (s->pending_close != NULL) {
+		session_close(s, s->pending_close);
+		return;
+	}
+	session_pump(s);
+}
+
+/* Runs kind on the pool. false when there is no pool (run it here). */
+static bool offload(struct imap_session *s, enum imap_busy kind)
+{
+	if (server_io == NULL)
+		return false;
+	s->busy = kind;
+	atomic_store(&s->job_running, true);
+	if (io_pool_submit(server_io, s->iw->worker, job_run, job_done, s) < 0) {
+		s->busy = BUSY_NONE;
+		atomic_store(&s->job_running, false);
+		return false;
+	}
+	conn_want(s->conn, false, false);
+	return true;
+}
+
 static void notify_timer_cb(void *context)
 {
 	struct imap_session *s = context;
 
 	if (s->input_mode != IMAP_INPUT_IDLE ||
-	    s->state != IMAP_STATE_SELECTED)
+	    s->state != IMAP_STATE_SELECTED || s->busy != 0)
+		return;
+	if (offload(s, BUSY_NOTIFY))
 		return;
 	(void)imap_sync(s, true, false);
 	session_pump(s);
@@ -764,13 +851,13 @@ static void notify_timer_cb(void *context)
 
 static void cmd_idle(struct imap_session *s)
 {
+	/* the first look for changes is the first timer tick: the command
+	 * before IDLE reported everything up to it */
 	s->input_mode = IMAP_INPUT_IDLE;
 	imap_out(s, "+ idling\r\n");
-	if (s->state == IMAP_STATE_SELECTED) {
-		(void)imap_sync(s, true, false);
+	if (s->state == IMAP_STATE_SELECTED)
 		net_timer_start(s->notify_timer,
 				(unsigned int)s->cfg->idle_notify_msecs, true);
-	}
 }
 
 static void idle_line(struct imap_session *s, struct str line)
@@ -782,6 +869,8 @@ static void idle_line(struct imap_session *s, struct str line)
 		imap_bad_command(s);
 		return;
 	}
+	if (s->state == IMAP_STATE_SELECTED && offload(s, BUSY_IDLE_DONE))
+		return;
 	imap_done(s, s->tag, true, "OK Idle completed.");
 }
 
@@ -813,15 +902,15 @@ static bool name_is(struct str name, const char *want)
 	return str_eq_nocase(name, str_cstr(want));
 }
 
-/* One command; the tag is in s->tag. */
-static void run_command(struct imap_session *s, const struct imap_command *cmd)
+/* One command; the tag is in s->tag. May run on a pool thread (see
+ * run_command): nothing here may touch the loop (timers, the conn). */
+static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 {
 	struct str name = cmd->name;
 	unsigned int bit = state_bit(s->state);
 	bool uid = false;
 	char san[64];
 
-	s->commands++;
 	if (name_is(name, "UID") && cmd->arg_count > 0 &&
 	    cmd->args[0].type == IMAP_ARG_ATOM) {
 		uid = true;
@@ -928,6 +1017,22 @@ static void run_command(struct imap_session *s, const struct imap_command *cmd)
 		imap_bad_command(s);
 	}
 #undef IS
+}
+
+/* Commands after login touch the disk (even NOOP syncs the mailbox): they
+ * run on the I/O pool so that a slow disk stalls only this session. IDLE
+ * and LOGOUT stay here (timers, no disk). The command's arguments live in
+ * the parser, which is not used until the job is done. */
+static void run_command(struct imap_session *s, const struct imap_command *cmd)
+{
+	s->commands++;
+	if ((s->state == IMAP_STATE_AUTH || s->state == IMAP_STATE_SELECTED) &&
+	    !name_is(cmd->name, "IDLE") && !name_is(cmd->name, "LOGOUT")) {
+		s->busy_cmd = *cmd;
+		if (offload(s, BUSY_COMMAND))
+			return;
+	}
+	dispatch(s, cmd);
 }
 
 static void set_tag(struct imap_session *s, struct str tag)
@@ -1047,6 +1152,10 @@ static bool start_tls(struct imap_session *s)
 static void session_pump(struct imap_session *s)
 {
 	while (s->state != IMAP_STATE_CLOSING) {
+		if (s->busy != 0) {
+			conn_want(s->conn, false, false);
+			return;
+		}
 		if (s->out->len > 0) {
 			ssize_t n = conn_write(s->conn, s->out->data,
 					       s->out->len);
@@ -1080,6 +1189,8 @@ static void session_pump(struct imap_session *s)
 			return;
 		}
 		if (s->fetch != NULL) {
+			if (offload(s, BUSY_FETCH))
+				return;
 			imap_fetch_fill(s);
 			continue;
 		}
@@ -1143,7 +1254,7 @@ static void idle_timer_cb(void *context)
 {
 	struct imap_session *s = context;
 
-	if (s->state == IMAP_STATE_AUTHING)
+	if (s->state == IMAP_STATE_AUTHING || s->busy != 0)
 		return;
 	imap_out(s, "* BYE Disconnected for inactivity.\r\n");
 	(void)conn_write(s->conn, s->out->data, s->out->len);
@@ -1224,9 +1335,11 @@ void imap_server_worker_stopping(struct net_worker *worker)
 	for (struct imap_session *s = iw->sessions; s != NULL; s = s->next) {
 		if (s->state == IMAP_STATE_CLOSING)
 			continue;
-		imap_fetch_free(&s->fetch);
-		imap_out(s, "* BYE Server shutting down.\r\n");
-		(void)conn_write(s->conn, s->out->data, s->out->len);
+		if (s->busy == 0) {
+			imap_fetch_free(&s->fetch);
+			imap_out(s, "* BYE Server shutting down.\r\n");
+			(void)conn_write(s->conn, s->out->data, s->out->len);
+		}
 		session_close(s, "Server shutting down");
 	}
 }
@@ -1240,6 +1353,14 @@ void imap_server_worker_deinit(struct net_worker *worker)
 		return;
 	while (iw->sessions != NULL) {
 		struct imap_session *s = iw->sessions;
+		/* the loop has ended: a job's done callback will not run, but
+		 * its pool thread may still be in the session */
+		while (atomic_load_explicit(&s->job_running,
+					    memory_order_acquire)) {
+			struct timespec ts = { 0, 5 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+		s->busy = BUSY_NONE;
 		if (s->state != IMAP_STATE_CLOSING)
 			session_close(s, "Server shutting down");
 		session_free_cb(s);
@@ -1267,9 +1388,12 @@ unsigned int imap_server_worker_kick(struct net_worker *worker,
 		if (s->state == IMAP_STATE_CLOSING || s->user == NULL ||
 		    strcmp(s->user, user) != 0)
 			continue;
-		imap_fetch_free(&s->fetch);
-		imap_out(s, "* BYE Disconnected by the administrator.\r\n");
-		(void)conn_write(s->conn, s->out->data, s->out->len);
+		if (s->busy == 0) {
+			imap_fetch_free(&s->fetch);
+			imap_out(s, "* BYE Disconnected by the "
+				    "administrator.\r\n");
+			(void)conn_write(s->conn, s->out->data, s->out->len);
+		}
 		session_close(s, "Kicked by the administrator");
 		n++;
 	}

@@ -44,6 +44,10 @@ unsigned int imap_server_worker_kick(struct net_worker *worker,
  * NULL: no master logins. */
 void imap_server_set_master_auth(struct auth *auth);
 
+struct io_pool;
+/* The pool that runs sessions' disk work (NULL: on the worker thread). */
+void imap_server_set_io_pool(struct io_pool *pool);
+
 struct tls_server;
 /* The TLS server for STARTTLS and ssl listeners (NULL: none; the caller's,
  * it must outlive the workers). */

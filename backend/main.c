@@ -25,6 +25,7 @@
 #include "imap_server.h"
 #include "lmtp_server.h"
 #include "node_admin.h"
+#include "io_pool.h"
 #include "owner.h"
 #include "supervisor.h"
 #include "tls.h"
@@ -358,6 +359,13 @@ int main(int argc, char **argv)
 			       auth_error != NULL ? auth_error : "failed");
 	}
 	imap_server_set_master_auth(master);
+	struct io_pool *io = NULL;
+	if (set.io_threads > 0) {
+		io = io_pool_new((unsigned int)set.io_threads, err, sizeof(err));
+		if (io == NULL)
+			fatalx("%s", err);
+	}
+	imap_server_set_io_pool(io);
 	pop3_server_set_master_auth(master);
 	unsigned int nworkers = (unsigned int)set.workers;
 	owner_init(set.hostname);
@@ -419,6 +427,9 @@ int main(int argc, char **argv)
 	net_timer_free(&owner_timer);
 	node_admin_free(&admin);
 
+	/* the workers' loops have ended (net_workers_stop): the pool only
+	 * finishes its queue, whose done calls the stopped workers drop */
+	io_pool_free(&io);
 	net_workers_free(&workers);
 	net_signals_free(&sig);
 	event_base_free(main_base);

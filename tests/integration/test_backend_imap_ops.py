@@ -17,6 +17,7 @@ import time
 import pytest
 
 from harness.dovecot import make_self_signed_cert
+from harness.procs import call_check
 
 
 def imap(b, user="user1", password="pass", login=True):
@@ -343,6 +344,8 @@ def test_cache_serves_structure_and_survives_corruption(mailring_backend,
     # emptied behind the server's back still answers as parsed before
     cur = os.path.join(md, "cur")
     victim = sorted(os.listdir(cur))[0]
+    with open(os.path.join(cur, victim), "rb") as f:
+        original = f.read()
     with open(os.path.join(cur, victim), "r+b") as f:
         f.truncate(0)
     typ, second = m.fetch("1:4", "(ENVELOPE BODYSTRUCTURE BODY)")
@@ -350,7 +353,7 @@ def test_cache_serves_structure_and_survives_corruption(mailring_backend,
     m.logout()
     # a corrupted cache is detected and rebuilt; answers stay right
     with open(os.path.join(cur, victim), "wb") as f:
-        f.write(corpus[names[0]])
+        f.write(original)
     with open(cache, "r+b") as f:
         f.seek(40)
         f.write(os.urandom(200))
@@ -363,3 +366,38 @@ def test_cache_serves_structure_and_survives_corruption(mailring_backend,
     typ, d2 = m.search(None, "SENTSINCE 1-Jan-2000")
     assert d1 == d2 and d1[0].split()
     m.logout()
+
+
+def test_slow_disk_of_one_user_does_not_stall_others(mailring_backend):
+    """One worker thread; user1's disk work takes 3 s (test hook
+    MAILRING_TEST_SLOW_USER): user2's commands on the same worker are
+    answered meanwhile, because disk work runs on the I/O pool."""
+    b = mailring_backend(imap=True, start=False, settings={"workers": 1})
+    env = dict(os.environ, MAILRING_TEST_SLOW_USER="user1:3000")
+    b.proc = b.procs.start(
+        b.name, [b.binary, "-c", b.conf_path], env=env, dir=b.dir,
+        ready=[call_check(lambda: "mailring-backend started" in b.log_text(),
+                          "logging 'mailring-backend started'")])
+    slow = imap(b, "user1")
+    fast = imap(b, "user2")
+    fast.select("INBOX")
+    s, f = raw(b)
+    f.write(b"a LOGIN user1 pass\r\n")
+    assert f.readline().startswith(b"a OK")
+    t0 = time.time()
+    f.write(b"b SELECT INBOX\r\n")  # 3 s on user1's disk
+    time.sleep(0.2)
+    for i in range(5):
+        t = time.time()
+        assert fast.noop()[0] == "OK"
+        assert time.time() - t < 1.0
+    assert time.time() - t0 < 2.5
+    while True:
+        line = f.readline()
+        assert line, "connection closed"
+        if line.startswith(b"b "):
+            break
+    assert line.startswith(b"b OK") and time.time() - t0 >= 2.9
+    s.close()
+    slow.logout()
+    fast.logout()
