@@ -263,6 +263,17 @@ static bool parse_body_section(struct imap_fetch_job *job,
 			if (!imap_arg_get_astring(&list->list[k], &f) ||
 			    f.len == 0 || f.len > 200)
 				return false;
+			/* a field name is RFC 5322 ftext; anything else
+			 * (CRLF, ')', ']' in a literal) would be echoed
+			 * into the answer and break it */
+			for (size_t c = 0; c < f.len; c++) {
+				unsigned char ch = (unsigned char)f.p[c];
+				if (ch < 0x21 || ch > 0x7e || ch == ':' ||
+				    ch == '(' || ch == ')' || ch == '[' ||
+				    ch == ']' || ch == '"' || ch == '\\' ||
+				    ch == '{' || ch == '}')
+					return false;
+			}
 			char *copy = xmalloc(f.len + 1);
 			memcpy(copy, f.p, f.len);
 			copy[f.len] = '\0';
@@ -887,6 +898,9 @@ static bool msg_begin(struct imap_session *s, struct imap_fetch_job *job)
 		imap_out_flags(s, v->flags, v->keywords);
 		first = false;
 	}
+	/* with CONDSTORE a flag change carries its MODSEQ (RFC 7162) */
+	if (add_flags && s->condstore)
+		job->send_modseq = true;
 	if (job->send_modseq) {
 		bool asked = false;
 		for (size_t i = 0; i < job->item_count; i++)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "lockfile.h"
 #include "imap_internal.h"
 #include "xmalloc.h"
 
@@ -111,6 +112,13 @@ static int folders_read(struct imap_session *s, struct names *out)
 
 /* ---- subscriptions -------------------------------------------------------- */
 
+/* Entries the file may hold: every folder and some spare for names that
+ * do not exist (RFC 3501 allows subscribing those). */
+static size_t subs_max(const struct imap_session *s)
+{
+	return (size_t)s->cfg->max_mailboxes + 100;
+}
+
 static int subs_read(struct imap_session *s, struct names *out)
 {
 	char path[MAILDIR_PATH_MAX], line[MAILDIR_FOLDER_NAME_MAX + 8];
@@ -138,7 +146,8 @@ static int subs_read(struct imap_session *s, struct names *out)
 				continue;
 			}
 			line[used] = '\0';
-			if (!skip && used > 0 && !names_has(out, line))
+			if (!skip && used > 0 && out->count < subs_max(s) &&
+			    !names_has(out, line))
 				names_add(out, line);
 			used = 0;
 			skip = false;
@@ -178,16 +187,41 @@ static int subs_write(struct imap_session *s, const struct names *subs)
 
 /* Adds or removes name (and, with children, "name.*" renamed to
  * new_prefix). */
+/* Read-modify-write of the file under <root>/subscriptions.lock, so that
+ * sessions on other threads or nodes do not lose each other's changes.
+ * The fd to close, or -1 (logged). */
+static int subs_lock(struct imap_session *s)
+{
+	char path[MAILDIR_PATH_MAX], err[256];
+
+	if (str_printf(path, sizeof(path), "%s/%s.lock", s->root,
+		       SUBSCRIPTIONS_FILE) < 0)
+		return -1;
+	int fd = lockfile_take(path, 5000, err, sizeof(err));
+	if (fd < 0)
+		log_ctx_error(&s->log, "imap: %s", err);
+	return fd;
+}
+
 static int subs_change(struct imap_session *s, const char *name, bool add)
 {
 	struct names subs = { 0 };
 	int ret = 0;
+	int lock = subs_lock(s);
 
+	if (lock < 0)
+		return -1;
 	if (subs_read(s, &subs) < 0) {
 		names_free(&subs);
+		close(lock);
 		return -1;
 	}
 	bool has = names_has(&subs, name);
+	if (add && !has && subs.count >= subs_max(s)) {
+		names_free(&subs);
+		close(lock);
+		return -2;
+	}
 	if (add && !has) {
 		names_add(&subs, name);
 		ret = subs_write(s, &subs);
@@ -203,6 +237,7 @@ static int subs_change(struct imap_session *s, const char *name, bool add)
 		ret = subs_write(s, &subs);
 	}
 	names_free(&subs);
+	close(lock);
 	return ret;
 }
 
@@ -212,9 +247,13 @@ static void subs_rename(struct imap_session *s, const char *old_name,
 	struct names subs = { 0 };
 	size_t olen = strlen(old_name);
 	bool changed = false;
+	int lock = subs_lock(s);
 
+	if (lock < 0)
+		return;
 	if (subs_read(s, &subs) < 0) {
 		names_free(&subs);
+		close(lock);
 		return;
 	}
 	for (size_t i = 0; i < subs.count; i++) {
@@ -234,6 +273,7 @@ static void subs_rename(struct imap_session *s, const char *old_name,
 		log_ctx_warn(&s->log, "imap: %s/%s", s->root,
 			     SUBSCRIPTIONS_FILE);
 	names_free(&subs);
+	close(lock);
 }
 
 void imap_folders_autocreate(struct imap_session *s)
@@ -256,27 +296,40 @@ void imap_folders_autocreate(struct imap_session *s)
 
 /* ---- pattern matching ----------------------------------------------------- */
 
-/* RFC 3501 6.3.8: '*' matches anything, '%' anything but the separator. */
+/* Patterns and names longer than this do not match (names are shorter). */
+#define LIST_PATTERN_MAX 1024
+#define LIST_NAME_MAX (MAILDIR_FOLDER_NAME_MAX + 8)
+
+/* RFC 3501 6.3.8: '*' matches anything, '%' anything but the separator.
+ * Dynamic programming over one row: O(pattern x name) whatever the
+ * wildcards (a backtracking matcher is exponential in them, which a
+ * client could use to pin a thread). */
 static bool pattern_match(const char *pat, const char *name)
 {
-	for (;;) {
-		if (*pat == '\0')
-			return *name == '\0';
-		if (*pat == '*' || *pat == '%') {
-			bool star = *pat == '*';
-			pat++;
-			for (const char *n = name;; n++) {
-				if (pattern_match(pat, n))
-					return true;
-				if (*n == '\0' || (!star && *n == '.'))
-					return false;
-			}
+	bool row[LIST_NAME_MAX + 1];
+	size_t nlen = strlen(name);
+
+	if (nlen > LIST_NAME_MAX || strlen(pat) > LIST_PATTERN_MAX)
+		return false;
+	/* row[j]: the pattern so far matches name[0..j) */
+	row[0] = true;
+	for (size_t j = 1; j <= nlen; j++)
+		row[j] = false;
+	for (const char *p = pat; *p != '\0'; p++) {
+		if (*p == '*' || *p == '%') {
+			bool star = *p == '*';
+			/* row[0] stays: a wildcard matches the empty string */
+			for (size_t j = 1; j <= nlen; j++)
+				row[j] = row[j] ||
+					 (row[j - 1] &&
+					  (star || name[j - 1] != '.'));
+			continue;
 		}
-		if (*name == '\0' || *pat != *name)
-			return false;
-		pat++;
-		name++;
+		for (size_t j = nlen; j >= 1; j--)
+			row[j] = row[j - 1] && name[j - 1] == *p;
+		row[0] = false;
 	}
+	return row[nlen];
 }
 
 /* INBOX is matched case-insensitively (also as the first component). */
@@ -717,6 +770,34 @@ void imap_cmd_create(struct imap_session *s, const char *tag,
 	imap_done(s, tag, true, "OK Create completed.");
 }
 
+/* Whether the selected mailbox is name or lies below it (INBOX: only
+ * INBOX itself, its children are separate folders). */
+static bool selected_under(const struct imap_session *s, const char *name,
+			   bool exact)
+{
+	size_t len = strlen(name);
+
+	if (s->mb == NULL)
+		return false;
+	if (strcmp(s->mbox_name, name) == 0)
+		return true;
+	return !exact && strncmp(s->mbox_name, name, len) == 0 &&
+	       s->mbox_name[len] == '.';
+}
+
+static void rename_done(struct imap_session *s, const char *tag,
+			bool selected)
+{
+	if (!selected) {
+		imap_done(s, tag, true, "OK Rename completed.");
+		return;
+	}
+	imap_out(s, "* BYE Selected mailbox was renamed, have to "
+		    "disconnect.\r\n");
+	imap_out(s, "%s OK Rename completed.\r\n", tag);
+	s->close_reason = "Selected mailbox was renamed";
+}
+
 void imap_cmd_delete(struct imap_session *s, const char *tag,
 		     const struct imap_command *cmd)
 {
@@ -735,8 +816,8 @@ void imap_cmd_delete(struct imap_session *s, const char *tag,
 		imap_done(s, tag, true, "NO INBOX can't be deleted.");
 		return;
 	}
-	if (s->mb != NULL && strcmp(dir, s->mbox_dir) == 0)
-		imap_unselect(s);
+	/* children stay (Maildir++): only the mailbox itself counts */
+	bool selected = selected_under(s, name, true);
 	int r = maildir_folder_delete(s->root, str_cstr(name), &merr);
 	if (r == 0) {
 		imap_done(s, tag, true, "NO [NONEXISTENT] Mailbox doesn't "
@@ -750,6 +831,15 @@ void imap_cmd_delete(struct imap_session *s, const char *tag,
 		return;
 	}
 	log_ctx_info(&s->log, "imap: Mailbox deleted: %s", name);
+	if (selected) {
+		/* as Dovecot: the client's view is gone with the mailbox */
+		imap_unselect(s);
+		imap_out(s, "* BYE Selected mailbox was deleted, have to "
+			    "disconnect.\r\n");
+		imap_out(s, "%s OK Delete completed.\r\n", tag);
+		s->close_reason = "Selected mailbox was deleted";
+		return;
+	}
 	imap_done(s, tag, true, "OK Delete completed.");
 }
 
@@ -833,8 +923,10 @@ void imap_cmd_rename(struct imap_session *s, const char *tag,
 					"already exists");
 		return;
 	}
-	if (s->mb != NULL && (strcmp(odir, s->mbox_dir) == 0 ||
-			      strcmp(ndir, s->mbox_dir) == 0))
+	/* the selected mailbox (or one below the renamed one) moves: the
+	 * session ends after the answer, as with DELETE */
+	bool selected = selected_under(s, oname, strcmp(oname, "INBOX") == 0);
+	if (selected)
 		imap_unselect(s);
 	if (strcmp(oname, "INBOX") == 0) {
 		if (rename_inbox(s, nname, ndir) < 0) {
@@ -844,7 +936,7 @@ void imap_cmd_rename(struct imap_session *s, const char *tag,
 		}
 		log_ctx_info(&s->log, "imap: Mailbox renamed: INBOX -> %s",
 			     nname);
-		imap_done(s, tag, true, "OK Rename completed.");
+		rename_done(s, tag, selected);
 		return;
 	}
 	int r = maildir_folder_rename(s->root, str_cstr(oname), str_cstr(nname),
@@ -871,7 +963,7 @@ void imap_cmd_rename(struct imap_session *s, const char *tag,
 	}
 	subs_rename(s, oname, nname);
 	log_ctx_info(&s->log, "imap: Mailbox renamed: %s -> %s", oname, nname);
-	imap_done(s, tag, true, "OK Rename completed.");
+	rename_done(s, tag, selected);
 }
 
 void imap_cmd_subscribe(struct imap_session *s, const char *tag,
@@ -893,7 +985,12 @@ void imap_cmd_subscribe(struct imap_session *s, const char *tag,
 					"exist: %s", name);
 		return;
 	}
-	if (subs_change(s, name, subscribe) < 0) {
+	int r = subs_change(s, name, subscribe);
+	if (r == -2) {
+		imap_done(s, tag, true, "NO [LIMIT] Too many subscriptions");
+		return;
+	}
+	if (r < 0) {
 		log_ctx_warn(&s->log, "imap: %s/%s", s->root,
 			     SUBSCRIPTIONS_FILE);
 		imap_done(s, tag, true, "NO [SERVERBUG] Internal error "

@@ -24,7 +24,7 @@
 #include "net.h"
 #include "str.h"
 
-#define IMAP_TAG_MAX 64
+#define IMAP_TAG_MAX 200 /* longer tags: untagged BAD */
 #define IMAP_IN_BUF_SIZE 8192
 /* Output waits in a buffer; FETCH fills it only up to the low mark and
  * continues once the client has read it. */
@@ -123,7 +123,7 @@ struct imap_session {
 	struct net_timer *delay_timer;
 	struct net_timer *free_timer;
 	struct net_timer *notify_timer; /* IDLE: look for changes */
-	char delayed_reply[256];
+	char delayed_reply[IMAP_TAG_MAX + 256];
 
 	char root[MAILDIR_PATH_MAX]; /* the user's INBOX Maildir */
 	bool condstore;              /* ENABLE CONDSTORE or SELECT (CONDSTORE) */

@@ -270,8 +270,7 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 		return -1;
 	}
 	uint32_t n = mailbox_count(s->mb), j = 1;
-	uint32_t old_count = s->view_count, i = 0;
-	bool removed = false;
+	uint32_t i = 0;
 	while (i < s->view_count) {
 		struct imap_view_msg *v = &s->view[i];
 		bool found = false;
@@ -298,7 +297,6 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 					(s->view_count - i - 1) *
 					    sizeof(*s->view));
 				s->view_count--;
-				removed = true;
 				continue;
 			}
 			v->expunged = true;
@@ -306,14 +304,15 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 		i++;
 	}
 	uint32_t last = s->view_count > 0 ? s->view[s->view_count - 1].uid : 0;
+	uint32_t added = 0;
 	for (uint32_t seq = 1; seq <= n; seq++) {
 		if (!mailbox_lookup_seq(s->mb, seq, &m) || m.uid <= last)
 			continue;
 		view_push(s, &m);
+		added++;
 	}
-	if (s->view_count > old_count || (removed && s->view_count >= old_count))
-		imap_out(s, "* %u EXISTS\r\n", s->view_count);
-	else if (s->view_count != old_count && !removed)
+	/* after the EXPUNGEs: the client counts from what they left */
+	if (added > 0)
 		imap_out(s, "* %u EXISTS\r\n", s->view_count);
 	s->uidnext = mailbox_uidnext(s->mb);
 	s->highest_modseq = mailbox_highest_modseq(s->mb);
@@ -372,6 +371,29 @@ static bool arg_mailbox(struct imap_session *s, const char *tag,
 		return false;
 	}
 	return true;
+}
+
+/* FLAGS and PERMANENTFLAGS with the mailbox's keywords: at SELECT and
+ * whenever a new keyword appears (RFC 3501 7.2.6). */
+static void out_flag_lists(struct imap_session *s)
+{
+	imap_out(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+	for (unsigned int i = 0; i < MAILDIR_KEYWORDS_MAX; i++) {
+		if (s->kw.names[i][0] != '\0')
+			imap_out(s, " %s", s->kw.names[i]);
+	}
+	imap_out(s, ")\r\n");
+	if (s->readonly) {
+		imap_out(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+		return;
+	}
+	imap_out(s, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted "
+		    "\\Seen \\Draft");
+	for (unsigned int i = 0; i < MAILDIR_KEYWORDS_MAX; i++) {
+		if (s->kw.names[i][0] != '\0')
+			imap_out(s, " %s", s->kw.names[i]);
+	}
+	imap_out(s, " \\*)] Flags permitted.\r\n");
 }
 
 void imap_cmd_select(struct imap_session *s, const char *tag,
@@ -444,23 +466,7 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 		if (first_unseen == 0 && (m.flags & MAILBOX_FLAG_SEEN) == 0)
 			first_unseen = s->view_count;
 	}
-	imap_out(s, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-	for (unsigned int i = 0; i < MAILDIR_KEYWORDS_MAX; i++) {
-		if (s->kw.names[i][0] != '\0')
-			imap_out(s, " %s", s->kw.names[i]);
-	}
-	imap_out(s, ")\r\n");
-	if (readonly) {
-		imap_out(s, "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
-	} else {
-		imap_out(s, "* OK [PERMANENTFLAGS (\\Answered \\Flagged "
-			 "\\Deleted \\Seen \\Draft");
-		for (unsigned int i = 0; i < MAILDIR_KEYWORDS_MAX; i++) {
-			if (s->kw.names[i][0] != '\0')
-				imap_out(s, " %s", s->kw.names[i]);
-		}
-		imap_out(s, " \\*)] Flags permitted.\r\n");
-	}
+	out_flag_lists(s);
 	imap_out(s, "* %u EXISTS\r\n* 0 RECENT\r\n", s->view_count);
 	if (first_unseen != 0)
 		imap_out(s, "* OK [UNSEEN %u] First unseen.\r\n", first_unseen);
@@ -594,23 +600,30 @@ void imap_cmd_store(struct imap_session *s, const char *tag,
 			 "item\r\n", tag, cmdname);
 		return;
 	}
-	if (!imap_parse_flags(&args[next + 1], &s->kw,
+	/* new keywords go into a copy: nothing is written unless the whole
+	 * command is valid */
+	struct maildir_keywords kw = s->kw;
+	if (!imap_parse_flags(&args[next + 1], &kw,
 			      how != MAILBOX_FLAGS_REMOVE, &flags, &keywords,
 			      &kw_changed, &error)) {
 		imap_out(s, "%s BAD Error in IMAP command %s: %s\r\n", tag,
 			 cmdname, error);
 		return;
 	}
-	if (kw_changed && maildir_keywords_write(s->mbox_dir, &s->kw,
-						 &merr) < 0) {
-		log_ctx_error(&s->log, "imap: %s: keywords: %s", s->mbox_dir,
-			      merr.msg);
-		imap_done(s, tag, false, "NO [SERVERBUG] Internal error "
-					 "occurred.");
-		return;
-	}
 	if (!select_set(s, tag, cmdname, &args[0], uid, &sel, &count))
 		return;
+	if (kw_changed) {
+		if (maildir_keywords_write(s->mbox_dir, &kw, &merr) < 0) {
+			free(sel);
+			log_ctx_error(&s->log, "imap: %s: keywords: %s",
+				      s->mbox_dir, merr.msg);
+			imap_done(s, tag, false, "NO [SERVERBUG] Internal "
+						 "error occurred.");
+			return;
+		}
+		s->kw = kw;
+		out_flag_lists(s);
+	}
 	/* modified: UIDs (or seqs) refused by UNCHANGEDSINCE */
 	struct buf *modified = buf_new(64, IMAP_OUT_MAX / 4);
 	bool expunged_seen = false, failed = false;
@@ -785,6 +798,7 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 	struct buf *dst_set = buf_new(64, IMAP_OUT_MAX / 4);
 	uint32_t ss = 0, se = 0, ds = 0, de = 0, copied = 0;
 	uint32_t *moved = xcalloc(count + 1, sizeof(*moved));
+	uint32_t *created = xcalloc(count + 1, sizeof(*created));
 	for (uint32_t i = 0; i < s->view_count && !failed; i++) {
 		struct imap_view_msg *v = &s->view[i];
 		struct mailbox_message m;
@@ -832,6 +846,7 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 		}
 		uidset_add(src_set, &ss, &se, v->uid, false);
 		uidset_add(dst_set, &ds, &de, new_uid, false);
+		created[copied] = new_uid;
 		moved[copied++] = v->uid;
 	}
 	uidset_add(src_set, &ss, &se, 0, true);
@@ -841,6 +856,16 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 		log_ctx_error(&s->log, "imap: %s: keywords: %s", dir, merr.msg);
 	if (same)
 		s->kw = dkw;
+	if (failed) {
+		/* RFC 3501 6.4.7: a failed COPY leaves no copies */
+		for (uint32_t k = 0; k < copied; k++) {
+			if (mailbox_expunge(to, created[k], &error) < 0)
+				log_ctx_error(&s->log, "imap: %s: undo copy of "
+					      "uid %u: %s", name, created[k],
+					      error);
+		}
+	}
+	free(created);
 	uint32_t dest_validity = mailbox_uidvalidity(to);
 	mailbox_close(&dest);
 	if (failed) {
@@ -874,19 +899,19 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 
 /* ---- EXPUNGE / CLOSE ------------------------------------------------------ */
 
-/* Removes the messages with \Deleted (only those in set when given). */
-static int expunge_deleted(struct imap_session *s, const bool *sel)
+/* Removes the messages with \Deleted (only those in sel[0..sel_len) when
+ * sel is given; the caller synced before making sel, so the view cannot
+ * grow under it). The flags are read from the mailbox as they are now. */
+static int expunge_deleted(struct imap_session *s, const bool *sel,
+			   uint32_t sel_len)
 {
 	const char *error;
 	int ret = 0;
 
-	/* flags as they are now on disk, not as last reported */
-	if (imap_sync(s, false, true) < 0)
-		return -1;
 	for (uint32_t i = 0; i < s->view_count; i++) {
 		struct imap_view_msg *v = &s->view[i];
 		struct mailbox_message m;
-		if ((sel != NULL && !sel[i]) || v->expunged)
+		if ((sel != NULL && (i >= sel_len || !sel[i])) || v->expunged)
 			continue;
 		if (mailbox_lookup_uid(s->mb, v->uid, &m) == 0 ||
 		    (m.flags & MAILBOX_FLAG_DELETED) == 0)
@@ -933,10 +958,15 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag,
 		imap_done(s, tag, false, "NO Mailbox is read-only.");
 		return;
 	}
+	/* flags as they are now on disk, not as last reported; the set is
+	 * made after this sync so the view cannot grow under it */
+	if (imap_sync(s, false, true) < 0)
+		return;
+	uint32_t sel_len = s->view_count;
 	if (uid && !select_set(s, tag, "UID EXPUNGE", &cmd->args[0], true, &sel,
 			       &count))
 		return;
-	int r = expunge_deleted(s, sel);
+	int r = expunge_deleted(s, sel, sel_len);
 	free(sel);
 	if (r < 0 && s->close_reason != NULL)
 		return;
@@ -951,8 +981,8 @@ void imap_cmd_expunge(struct imap_session *s, const char *tag,
 
 void imap_cmd_close(struct imap_session *s, const char *tag, bool expunge)
 {
-	if (expunge && !s->readonly)
-		(void)expunge_deleted(s, NULL);
+	if (expunge && !s->readonly && imap_sync(s, false, true) == 0)
+		(void)expunge_deleted(s, NULL, 0);
 	imap_unselect(s);
 	imap_out(s, "%s OK %s completed.\r\n", tag,
 		 expunge ? "Close" : "Unselect");
@@ -1099,8 +1129,11 @@ void imap_cmd_append(struct imap_session *s, const char *tag,
 					 "occurred.");
 		return;
 	}
-	if (same)
+	if (same) {
 		s->kw = kw;
+		if (kw_changed)
+			out_flag_lists(s);
+	}
 	struct mailbox *mb = NULL;
 	struct mailbox_settings ms = mailbox_set(s);
 	if (!same && mailbox_open(dir, &ms, &mb, &error) < 0) {

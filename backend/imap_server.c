@@ -208,21 +208,46 @@ static void out_failed(struct imap_session *s)
 		s->close_reason = "Output buffer full";
 }
 
-void imap_out(struct imap_session *s, const char *fmt, ...)
+/* Formats into the output; a long line (a COPYUID set) gets a heap
+ * buffer instead of being cut. */
+static void out_vformat(struct imap_session *s, const char *fmt, va_list ap)
 {
 	char line[1024];
-	va_list ap;
+	va_list ap2;
 
-	va_start(ap, fmt);
+	va_copy(ap2, ap);
 	int n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line)) {
-		/* long texts go through imap_out_str */
+	if (n < 0) {
+		va_end(ap2);
 		out_failed(s);
 		return;
 	}
-	if (buf_append(s->out, line, (size_t)n) < 0)
+	if ((size_t)n < sizeof(line)) {
+		va_end(ap2);
+		if (buf_append(s->out, line, (size_t)n) < 0)
+			out_failed(s);
+		return;
+	}
+	if ((size_t)n > IMAP_OUT_MAX) {
+		va_end(ap2);
 		out_failed(s);
+		return;
+	}
+	char *big = xmalloc((size_t)n + 1);
+	(void)vsnprintf(big, (size_t)n + 1, fmt, ap2);
+	va_end(ap2);
+	if (buf_append(s->out, big, (size_t)n) < 0)
+		out_failed(s);
+	free(big);
+}
+
+void imap_out(struct imap_session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	out_vformat(s, fmt, ap);
+	va_end(ap);
 }
 
 void imap_out_str(struct imap_session *s, struct str text)
@@ -257,17 +282,15 @@ void imap_out_astring(struct imap_session *s, struct str text)
 void imap_done(struct imap_session *s, const char *tag, bool allow_expunge,
 	       const char *fmt, ...)
 {
-	char line[512];
 	va_list ap;
 
 	if (s->state == IMAP_STATE_SELECTED)
 		(void)imap_sync(s, allow_expunge, false);
+	imap_out(s, "%s ", tag);
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	out_vformat(s, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line))
-		n = str_printf(line, sizeof(line), "NO Reply too long.");
-	imap_out(s, "%s %.*s\r\n", tag, n, line);
+	imap_out_str(s, STR("\r\n"));
 }
 
 size_t imap_session_memory(const struct imap_session *s)
@@ -465,6 +488,9 @@ static void auth_callback(const struct auth_result *result, void *context)
 	if (!login_open(s)) {
 		free(s->user);
 		s->user = NULL;
+		userip_release(s->userip_key);
+		free(s->userip_key);
+		s->userip_key = NULL;
 		login_failed(s, "NO [UNAVAILABLE] Internal error occurred. "
 				"Refer to server log for more information.",
 			     1);
@@ -1035,12 +1061,19 @@ static void run_command(struct imap_session *s, const struct imap_command *cmd)
 	dispatch(s, cmd);
 }
 
-static void set_tag(struct imap_session *s, struct str tag)
+/* false (answered with an untagged BAD) for a tag longer than
+ * IMAP_TAG_MAX: a cut tag would leave the client waiting forever. */
+static bool set_tag(struct imap_session *s, struct str tag)
 {
-	if (tag.len > IMAP_TAG_MAX)
-		tag.len = IMAP_TAG_MAX;
+	if (tag.len > IMAP_TAG_MAX) {
+		imap_out(s, "* BAD Error in IMAP command received by server: "
+			    "Tag too long.\r\n");
+		imap_bad_command(s);
+		return false;
+	}
 	memcpy(s->tag, tag.p, tag.len);
 	s->tag[tag.len] = '\0';
+	return true;
 }
 
 /* Handles what is in s->in. Returns true when it made progress (a
@@ -1085,7 +1118,10 @@ static bool handle_input(struct imap_session *s)
 	case IMAP_PARSE_MORE:
 		return false;
 	case IMAP_PARSE_LITERAL_CONT:
-		set_tag(s, cmd.tag);
+		if (!set_tag(s, cmd.tag)) {
+			imap_parser_reset(s->parser);
+			return true;
+		}
 		if (imap_session_memory(s) + cmd.literal_size >
 		    s->cfg->session_memory_max) {
 			imap_out(s, "%s NO [LIMIT] Session memory limit "
@@ -1097,8 +1133,8 @@ static bool handle_input(struct imap_session *s)
 		imap_out(s, "+ OK\r\n");
 		return true;
 	case IMAP_PARSE_COMMAND:
-		set_tag(s, cmd.tag);
-		run_command(s, &cmd);
+		if (set_tag(s, cmd.tag))
+			run_command(s, &cmd);
 		return true;
 	case IMAP_PARSE_ERROR:
 	default:
@@ -1161,6 +1197,13 @@ static void session_pump(struct imap_session *s)
 					       s->out->len);
 			if (n > 0) {
 				buf_consume(s->out, (size_t)n);
+				/* a long FETCH is activity too */
+				if (s->cfg->idle_timeout_msecs > 0)
+					net_timer_start(
+					    s->idle_timer,
+					    (unsigned int)
+						s->cfg->idle_timeout_msecs,
+					    false);
 				continue;
 			}
 			if (n == CONN_AGAIN) {
@@ -1256,7 +1299,8 @@ static void idle_timer_cb(void *context)
 
 	if (s->state == IMAP_STATE_AUTHING || s->busy != 0)
 		return;
-	imap_out(s, "* BYE Disconnected for inactivity.\r\n");
+	if (s->fetch == NULL && s->out->len == 0)
+		imap_out(s, "* BYE Disconnected for inactivity.\r\n");
 	(void)conn_write(s->conn, s->out->data, s->out->len);
 	session_close(s, "Disconnected for inactivity");
 }
@@ -1335,8 +1379,9 @@ void imap_server_worker_stopping(struct net_worker *worker)
 	for (struct imap_session *s = iw->sessions; s != NULL; s = s->next) {
 		if (s->state == IMAP_STATE_CLOSING)
 			continue;
-		if (s->busy == 0) {
-			imap_fetch_free(&s->fetch);
+		/* no BYE in the middle of an answer (it would land inside
+		 * a literal): such a session just closes */
+		if (s->busy == 0 && s->fetch == NULL && s->out->len == 0) {
 			imap_out(s, "* BYE Server shutting down.\r\n");
 			(void)conn_write(s->conn, s->out->data, s->out->len);
 		}
@@ -1388,8 +1433,7 @@ unsigned int imap_server_worker_kick(struct net_worker *worker,
 		if (s->state == IMAP_STATE_CLOSING || s->user == NULL ||
 		    strcmp(s->user, user) != 0)
 			continue;
-		if (s->busy == 0) {
-			imap_fetch_free(&s->fetch);
+		if (s->busy == 0 && s->fetch == NULL && s->out->len == 0) {
 			imap_out(s, "* BYE Disconnected by the "
 				    "administrator.\r\n");
 			(void)conn_write(s->conn, s->out->data, s->out->len);

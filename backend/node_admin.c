@@ -36,6 +36,7 @@ struct admin_client {
 	struct event *ev;
 	int fd;
 	bool persistent; /* the supervisor's control socket */
+	char request_id[24]; /* "#N" of the request being answered */
 	char line[ADMIN_LINE_MAX];
 	size_t len;
 };
@@ -65,6 +66,14 @@ static void client_free(struct admin_client *c)
 
 static void answer(struct admin_client *c, const char *text)
 {
+	/* the supervisor numbers its requests ("#N ..."): the answer
+	 * carries the number so that a late answer is never taken for the
+	 * next request's */
+	if (c->request_id[0] != '\0') {
+		(void)fd_write_all(c->fd, c->request_id,
+				   strlen(c->request_id));
+		(void)fd_write_all(c->fd, " ", 1);
+	}
 	(void)fd_write_all(c->fd, text, strlen(text));
 }
 
@@ -72,6 +81,15 @@ static void run_line(struct admin_client *c, struct str line)
 {
 	struct str cmd, arg;
 	char out[128];
+
+	c->request_id[0] = '\0';
+	if (c->persistent && line.len > 1 && line.p[0] == '#') {
+		struct str id, rest;
+		if (str_split(line, ' ', &id, &rest) && id.len < 24) {
+			str_copy(id, c->request_id, sizeof(c->request_id));
+			line = rest;
+		}
+	}
 
 	if (!str_split(line, ' ', &cmd, &arg)) {
 		cmd = line;

@@ -1,5 +1,6 @@
 #include "owner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,7 +21,8 @@
 struct owner_ref {
 	struct owner_ref *next;
 	char *user;
-	char *path; /* <root>/mailring-owner */
+	char *root;
+	char *path; /* <root>/mailring-owner.<host>.<pid>: this process's */
 	unsigned int refs;
 	bool conflict_logged; /* one error line per conflict, not per minute */
 };
@@ -117,29 +119,60 @@ static int owner_write(const char *path)
 	return 0;
 }
 
-/* Logs when the file names another host that still holds it. */
+/* Logs when another host's owner file in the root is fresh: each node
+ * process keeps its own file, so processes of one node never hide each
+ * other and a process only ever removes its own. */
 static void check_conflict(struct owner_ref *r, const struct log_ctx *log)
 {
 	struct owner_line o;
+	char path[4096];
+	struct dirent *de;
+	size_t plen = strlen(OWNER_FILE_NAME);
 
-	if (!owner_read(r->path, &o) || strcmp(o.host, owner_host) == 0)
-		return;
-	if ((int64_t)time(NULL) - o.mtime > OWNER_STALE_SECS)
-		return; /* a crashed holder's leftover */
 	if (r->conflict_logged)
 		return;
-	r->conflict_logged = true;
+	DIR *d = opendir(r->root);
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, OWNER_FILE_NAME, plen) != 0 ||
+		    (de->d_name[plen] != '\0' && de->d_name[plen] != '.'))
+			continue;
+		if (str_printf(path, sizeof(path), "%s/%s", r->root,
+			       de->d_name) < 0 ||
+		    strcmp(path, r->path) == 0 || !owner_read(path, &o) ||
+		    strcmp(o.host, owner_host) == 0)
+			continue;
+		if ((int64_t)time(NULL) - o.mtime > OWNER_STALE_SECS)
+			continue; /* a crashed holder's leftover */
+		r->conflict_logged = true;
 #define GUARD_FMT                                                              \
 	"Shared storage guard: user %s is open on host %s (pid %s, since %s) " \
 	"and on this host %s at the same time: two backends serve one user "  \
 	"(director invariant I1 violated)"
-	if (log != NULL)
-		log_ctx_error(log, GUARD_FMT, r->user, o.host, o.pid, o.since,
-			      owner_host);
-	else
-		log_error(GUARD_FMT, r->user, o.host, o.pid, o.since,
-			  owner_host);
+		if (log != NULL)
+			log_ctx_error(log, GUARD_FMT, r->user, o.host, o.pid,
+				      o.since, owner_host);
+		else
+			log_error(GUARD_FMT, r->user, o.host, o.pid, o.since,
+				  owner_host);
 #undef GUARD_FMT
+		break;
+	}
+	closedir(d);
+}
+
+/* The host name as a file name part: [A-Za-z0-9.-], others as '_'. */
+static void host_part(char *dst, size_t size)
+{
+	size_t i = 0;
+	for (; owner_host[i] != '\0' && i + 1 < size && i < 64; i++) {
+		char c = owner_host[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '.' || c == '-';
+		dst[i] = ok ? c : '_';
+	}
+	dst[i] = '\0';
 }
 
 struct owner_ref *owner_acquire(const char *user, const char *root,
@@ -148,7 +181,10 @@ struct owner_ref *owner_acquire(const char *user, const char *root,
 	struct owner_ref *r;
 	char path[4096];
 
-	if (str_printf(path, sizeof(path), "%s/%s", root, OWNER_FILE_NAME) < 0)
+	char host[80];
+	host_part(host, sizeof(host));
+	if (str_printf(path, sizeof(path), "%s/%s.%s.%ld", root,
+		       OWNER_FILE_NAME, host, (long)getpid()) < 0)
 		return NULL;
 	pthread_mutex_lock(&owner_lock);
 	for (r = owner_list; r != NULL; r = r->next) {
@@ -158,6 +194,7 @@ struct owner_ref *owner_acquire(const char *user, const char *root,
 	if (r == NULL) {
 		r = xcalloc(1, sizeof(*r));
 		r->user = xstrdup(user);
+		r->root = xstrdup(root);
 		r->path = xstrdup(path);
 		r->next = owner_list;
 		owner_list = r;
@@ -177,7 +214,6 @@ struct owner_ref *owner_acquire(const char *user, const char *root,
 void owner_release(struct owner_ref **refp)
 {
 	struct owner_ref *r = *refp;
-	struct owner_line o;
 
 	if (r == NULL)
 		return;
@@ -187,8 +223,7 @@ void owner_release(struct owner_ref **refp)
 		pthread_mutex_unlock(&owner_lock);
 		return;
 	}
-	if (owner_read(r->path, &o) && strcmp(o.host, owner_host) == 0)
-		(void)unlink(r->path);
+	(void)unlink(r->path); /* this process's own file */
 	for (struct owner_ref **pp = &owner_list; *pp != NULL;
 	     pp = &(*pp)->next) {
 		if (*pp == r) {
@@ -198,6 +233,7 @@ void owner_release(struct owner_ref **refp)
 	}
 	pthread_mutex_unlock(&owner_lock);
 	free(r->user);
+	free(r->root);
 	free(r->path);
 	free(r);
 }
@@ -206,11 +242,7 @@ void owner_refresh_all(void)
 {
 	pthread_mutex_lock(&owner_lock);
 	for (struct owner_ref *r = owner_list; r != NULL; r = r->next) {
-		struct owner_line o;
-		if (owner_read(r->path, &o) && strcmp(o.host, owner_host) != 0) {
-			check_conflict(r, NULL);
-			continue; /* leave the other host's line to be seen */
-		}
+		check_conflict(r, NULL);
 		if (owner_write(r->path) < 0)
 			log_warn("owner file %s", r->path);
 	}
@@ -224,6 +256,7 @@ void owner_deinit(void)
 		struct owner_ref *r = owner_list;
 		owner_list = r->next;
 		free(r->user);
+		free(r->root);
 		free(r->path);
 		free(r);
 	}

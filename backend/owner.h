@@ -2,15 +2,15 @@
 #define MR_OWNER_H
 
 /*
- * Shared-storage guard: while a user has sessions open on this node, the
- * file <mail root of the user>/mailring-owner names this node:
+ * Shared-storage guard: while a user has sessions open in a node process,
+ * the file <mail root of the user>/mailring-owner.<host>.<pid> names it:
  *
  *   host=<hostname> pid=<pid> since=<unix seconds>\n
  *
- * written atomically (tmp file + rename) and touched every
- * OWNER_REFRESH_SECS while held. A login that finds the file naming another
- * host whose file is fresh (touched within OWNER_STALE_SECS) logs one
- * error line naming both hosts: two backends serve the same user at once,
+ * written atomically (tmp file + rename) and rewritten every
+ * OWNER_REFRESH_SECS while held; each process removes only its own file.
+ * A login that finds another host's file there, fresh (written within
+ * OWNER_STALE_SECS), logs one error line naming both hosts: two backends serve the same user at once,
  * which the director's invariant I1 forbids (its violation detector). The
  * periodic refresh finds the same when the other host came second.
  * The guard only reports; it never refuses a login (refusing would turn a

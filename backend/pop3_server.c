@@ -1411,10 +1411,14 @@ unsigned int pop3_server_worker_kick(struct net_worker *worker,
 		if (s->state != POP3_STATE_TRANSACTION || s->user == NULL ||
 		    strcmp(s->user, user) != 0)
 			continue;
-		/* no UPDATE state: DELE marks are dropped (RFC 1939 6) */
+		/* no UPDATE state: DELE marks are dropped (RFC 1939 6); no
+		 * -ERR in the middle of a RETR (it would read as mail) */
+		if (s->stream == POP3_STREAM_NONE && s->out->len == 0) {
+			reply(s, "-ERR [SYS/TEMP] Disconnected by the "
+				 "administrator.");
+			(void)conn_write(s->conn, s->out->data, s->out->len);
+		}
 		s->stream = POP3_STREAM_NONE;
-		reply(s, "-ERR [SYS/TEMP] Disconnected by the administrator.");
-		(void)conn_write(s->conn, s->out->data, s->out->len);
 		session_close(s, "Kicked by the administrator");
 		n++;
 	}

@@ -113,17 +113,31 @@ static void handle_admin(int listen_fd, struct node_proc *procs,
 	}
 	unsigned long total = 0;
 	unsigned int failed = 0;
+	static unsigned long request_seq;
+	char req[ADMIN_LINE_MAX + 32], want[32];
+	str_printf(want, sizeof(want), "#%lu ", ++request_seq);
+	str_printf(req, sizeof(req), "%s%s\n", want, line);
 	for (unsigned int i = 0; i < count; i++) {
 		struct node_proc *p = &procs[i];
 		uint64_t n;
+		bool got = false;
 		if (p->pid == 0 || p->control_fd < 0)
 			continue;
-		if (fd_write_all(p->control_fd, line, strlen(line)) == -1 ||
-		    fd_write_all(p->control_fd, "\n", 1) == -1 ||
-		    !read_line(p->control_fd, answer, sizeof(answer),
-			       CONTROL_ANSWER_MSECS) ||
-		    strncmp(answer, "OK kicked=", 10) != 0 ||
-		    !str_to_u64(str_cstr(answer + 10), UINT32_MAX, &n)) {
+		if (fd_write_all(p->control_fd, req, strlen(req)) == -1) {
+			failed++;
+			continue;
+		}
+		/* answers to earlier, timed-out requests are skipped */
+		while (read_line(p->control_fd, answer, sizeof(answer),
+				 CONTROL_ANSWER_MSECS)) {
+			if (strncmp(answer, want, strlen(want)) == 0) {
+				got = true;
+				break;
+			}
+		}
+		const char *a = answer + strlen(want);
+		if (!got || strncmp(a, "OK kicked=", 10) != 0 ||
+		    !str_to_u64(str_cstr(a + 10), UINT32_MAX, &n)) {
 			failed++;
 			continue;
 		}

@@ -90,9 +90,11 @@ def test_shared_storage_guard_names_both_hosts(mailring_backend, workdir):
     b = mailring_backend(name="nodeB", imap=True, mail_root=root,
                          settings={"hostname": "mail-b.example"})
     ma = imap(a)
-    owner = os.path.join(a.maildir("user1"), "mailring-owner")
-    with open(owner) as f:
-        assert f.read().startswith("host=mail-a.example pid=")
+    md = a.maildir("user1")
+    owners = [f for f in os.listdir(md) if f.startswith("mailring-owner.")]
+    assert owners == ["mailring-owner.mail-a.example.%d" % a.proc.pid]
+    with open(os.path.join(md, owners[0])) as f:
+        assert f.read().startswith("host=mail-a.example pid=%d " % a.proc.pid)
     mb = imap(b)
     m = wait_log(b, r"error: Shared storage guard: user user1 is open on "
                  r"host mail-a\.example \(pid (\d+), since \d+\) and on this "
@@ -101,12 +103,12 @@ def test_shared_storage_guard_names_both_hosts(mailring_backend, workdir):
     assert "Shared storage guard" not in a.log_text()
     mb.logout()
     ma.logout()
-    # the last session of the holder removes the file (when it names it)
+    # each process removes its own file when its last session ends
     deadline = time.time() + 5
-    while os.path.exists(owner) and time.time() < deadline:
+    while time.time() < deadline and any(
+            f.startswith("mailring-owner.") for f in os.listdir(md)):
         time.sleep(0.05)
-    # B wrote its own line last; A leaves B's file alone, B removed it
-    assert not os.path.exists(owner) or "mail-a" in open(owner).read()
+    assert not [f for f in os.listdir(md) if f.startswith("mailring-owner.")]
     # one node alone: no error
     before = b.log_text().count("Shared storage guard")
     m2 = imap(b, "user2")
