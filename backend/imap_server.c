@@ -211,6 +211,8 @@ static void out_failed(struct imap_session *s)
 /* Formats into the output; a long line (a COPYUID set) gets a heap
  * buffer instead of being cut. */
 static void out_vformat(struct imap_session *s, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void out_vformat(struct imap_session *s, const char *fmt, va_list ap)
 {
 	char line[1024];
 	va_list ap2;
