@@ -34,6 +34,9 @@
 #include "xmalloc.h"
 
 #define STAMP_DIRTY_NSECS (2LL * 1000000000LL)
+/* What the mailbox layer keeps per message (file entry and name, UID list
+ * and index records), for the memory estimate at SELECT. */
+#define MAILBOX_BYTES_PER_MESSAGE 256
 
 /* ---- names ---------------------------------------------------------------- */
 
@@ -443,6 +446,22 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 		log_ctx_error(&s->log, "imap: open %s: %s", dir, error);
 		imap_out(s, "%s NO [SERVERBUG] Internal error occurred. Refer "
 			 "to server log for more information.\r\n", tag);
+		return;
+	}
+	/* the view and the mailbox layer's tables are the bulk of a
+	 * session's memory: refuse what would pass imap_session_memory_max */
+	uint64_t need = (uint64_t)mailbox_count(s->mb) *
+			(sizeof(*s->view) + MAILBOX_BYTES_PER_MESSAGE);
+	if (imap_session_memory(s) + need > s->cfg->session_memory_max) {
+		log_ctx_warnx(&s->log, "imap: SELECT %s refused: %u messages "
+			      "need about %llu bytes (imap_session_memory_max="
+			      "%llu)", name, mailbox_count(s->mb),
+			      (unsigned long long)need,
+			      (unsigned long long)s->cfg->session_memory_max);
+		mailbox_close(&s->mb);
+		imap_out(s, "%s NO [LIMIT] Mailbox too large for this "
+			 "session's memory (imap_session_memory_max).\r\n",
+			 tag);
 		return;
 	}
 	str_copy(str_cstr(name), s->mbox_name, sizeof(s->mbox_name));

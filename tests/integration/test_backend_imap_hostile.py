@@ -199,3 +199,16 @@ def test_subscriptions_are_capped(mailring_backend):
     assert answers[-1][0] == "NO" and b"[LIMIT]" in answers[-1][1][0]
     assert sum(1 for a in answers if a[0] == "OK") == 110
     m.logout()
+
+
+def test_select_over_session_memory_is_refused(mailring_backend):
+    b = mailring_backend(imap=True, settings={
+        "imap_session_memory_max": "64k"})
+    m = imap(b)
+    for i in range(300):
+        m.append("INBOX", None, None, b"Subject: %d\r\n\r\nx\r\n" % i)
+    typ, data = m.select("INBOX")
+    assert typ == "NO" and b"[LIMIT]" in data[0], data
+    # the session goes on; a small mailbox still opens
+    assert m.select("Trash")[0] == "OK"
+    m.logout()
