@@ -129,6 +129,7 @@ struct imap_session {
 	bool condstore;              /* ENABLE CONDSTORE or SELECT (CONDSTORE) */
 	bool tls;                    /* the connection is TLS */
 	bool starttls_pending;       /* handshake once the OK is written */
+	bool literal_pending;        /* a synchronizing literal is coming */
 	bool greeted;
 
 	/* selected mailbox */

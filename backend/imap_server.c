@@ -25,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -1063,6 +1066,13 @@ static void run_command(struct imap_session *s, const struct imap_command *cmd)
 	dispatch(s, cmd);
 }
 
+static void quickack(struct imap_session *s)
+{
+	int one = 1;
+	(void)setsockopt(conn_fd(s->conn), IPPROTO_TCP, TCP_QUICKACK, &one,
+			 sizeof(one));
+}
+
 /* false (answered with an untagged BAD) for a tag longer than
  * IMAP_TAG_MAX: a cut tag would leave the client waiting forever. */
 static bool set_tag(struct imap_session *s, struct str tag)
@@ -1133,8 +1143,14 @@ static bool handle_input(struct imap_session *s)
 			return true;
 		}
 		imap_out(s, "+ OK\r\n");
+		/* the client sends the literal and then its line end in two
+		 * writes; with Nagle on its side, our delayed ACK would hold
+		 * the second for ~40 ms: ACK at once while the literal comes */
+		s->literal_pending = true;
+		quickack(s);
 		return true;
 	case IMAP_PARSE_COMMAND:
+		s->literal_pending = false;
 		if (set_tag(s, cmd.tag))
 			run_command(s, &cmd);
 		return true;
@@ -1254,6 +1270,8 @@ static void session_pump(struct imap_session *s)
 		ssize_t n = conn_read(s->conn, s->in, sizeof(s->in));
 		if (n > 0) {
 			s->in_len = (size_t)n;
+			if (s->literal_pending)
+				quickack(s);
 			if (s->cfg->idle_timeout_msecs > 0)
 				net_timer_start(
 				    s->idle_timer,
