@@ -895,7 +895,7 @@ static bool msg_begin(struct imap_session *s, struct imap_fetch_job *job)
 	}
 	if (add_flags) {
 		imap_out(s, "%sFLAGS ", first ? "" : " ");
-		imap_out_flags(s, v->flags, v->keywords);
+		imap_out_flags_recent(s, v->flags, v->keywords, v->recent);
 		first = false;
 	}
 	/* with CONDSTORE a flag change carries its MODSEQ (RFC 7162) */
@@ -933,9 +933,10 @@ static int msg_items(struct imap_session *s, struct imap_fetch_job *job)
 		switch (it->kind) {
 		case FI_FLAGS:
 			imap_out_str(s, STR("FLAGS "));
-			imap_out_flags(s, v != NULL ? v->flags : job->msg.flags,
-				       v != NULL ? v->keywords
-						 : job->msg.keywords);
+			imap_out_flags_recent(
+			    s, v != NULL ? v->flags : job->msg.flags,
+			    v != NULL ? v->keywords : job->msg.keywords,
+			    v != NULL && v->recent);
 			break;
 		case FI_UID:
 			imap_out(s, "UID %u", job->cur_uid);

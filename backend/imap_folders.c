@@ -430,7 +430,12 @@ static int out_status(struct imap_session *s, const char *name,
 		sep = " ";
 	}
 	if (items & ST_RECENT) {
-		imap_out(s, "%sRECENT 0", sep);
+		uint32_t first = imap_recent_first(dir), recent = 0;
+		for (uint32_t seq = 1; seq <= n; seq++) {
+			if (mailbox_lookup_seq(mb, seq, &m) && m.uid >= first)
+				recent++;
+		}
+		imap_out(s, "%sRECENT %u", sep, recent);
 		sep = " ";
 	}
 	if (items & ST_UIDNEXT) {

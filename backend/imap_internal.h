@@ -77,6 +77,7 @@ struct imap_view_msg {
 	uint32_t uid;
 	uint8_t flags;     /* MAILBOX_FLAG_* */
 	bool expunged;     /* gone, not yet reported (no EXPUNGE allowed) */
+	bool recent;       /* \Recent: this session saw it first */
 	uint32_t keywords; /* letters a-z of the mailbox's keywords file */
 	uint64_t modseq;
 };
@@ -142,6 +143,7 @@ struct imap_session {
 	uint32_t view_count, view_alloc;
 	uint32_t uidvalidity;
 	uint32_t uidnext;   /* as last reported */
+	uint32_t recent_count;
 	uint64_t highest_modseq;
 	struct maildir_keywords kw;
 	struct imap_stamp stamp;
@@ -183,8 +185,13 @@ size_t imap_session_memory(const struct imap_session *s);
 int imap_sync(struct imap_session *s, bool allow_expunge, bool force);
 /* Drops the selected mailbox (no expunge). */
 void imap_unselect(struct imap_session *s);
-/* Flags as "(\Seen kw ...)" into the output. */
+/* Flags as "(\Seen kw ...)" into the output (\Recent when recent). */
 void imap_out_flags(struct imap_session *s, uint8_t flags, uint32_t keywords);
+void imap_out_flags_recent(struct imap_session *s, uint8_t flags,
+			   uint32_t keywords, bool recent);
+/* Messages with UID >= the mailbox's first unclaimed recent UID (what
+ * STATUS RECENT counts), from <dir>/mailring-recent. */
+uint32_t imap_recent_first(const char *dir);
 /* Parses a flag list (or single flag atom) into system flags and keyword
  * bits of kw (adding names when add_keywords; *kw_changed_r then tells
  * whether the keywords file must be written). false with *error_r. */

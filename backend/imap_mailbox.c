@@ -31,6 +31,8 @@
 #include "imap_seqset.h"
 #include "mailcache.h"
 #include "mailindex.h"
+#include "fdio.h"
+#include "lockfile.h"
 #include "xmalloc.h"
 
 #define STAMP_DIRTY_NSECS (2LL * 1000000000LL)
@@ -69,9 +71,15 @@ static const char *const system_flag_names[] = {
 
 void imap_out_flags(struct imap_session *s, uint8_t flags, uint32_t keywords)
 {
-	bool first = true;
+	imap_out_flags_recent(s, flags, keywords, false);
+}
 
-	imap_out_str(s, STR("("));
+void imap_out_flags_recent(struct imap_session *s, uint8_t flags,
+			   uint32_t keywords, bool recent)
+{
+	bool first = !recent;
+
+	imap_out_str(s, recent ? STR("(\\Recent") : STR("("));
 	for (unsigned int i = 0; i < 5; i++) {
 		if ((flags & (1u << i)) == 0)
 			continue;
@@ -149,6 +157,69 @@ bool imap_parse_flags(const struct imap_arg *arg, struct maildir_keywords *kw,
 	return true;
 }
 
+/* ---- \Recent ---------------------------------------------------------------- */
+
+/* RFC 3501 2.3.2: a message is \Recent in the one session that first sees
+ * it with the mailbox selected read-write. <dir>/mailring-recent holds the
+ * first UID not yet claimed by any session ("N\n"); a session claims the
+ * UIDs from there up to UIDNEXT under mailring-recent.lock. A missing or
+ * unreadable file counts as 1: everything is new (as Maildir's new/ is to
+ * Dovecot). Losing the file costs only \Recent flags. */
+#define RECENT_FILE "mailring-recent"
+
+uint32_t imap_recent_first(const char *dir)
+{
+	char path[MAILDIR_PATH_MAX], buf[32];
+	uint64_t v;
+
+	if (str_printf(path, sizeof(path), "%s/%s", dir, RECENT_FILE) < 0)
+		return 1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return 1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0 ||
+	    !str_to_u64(str_trim(str_from(buf, (size_t)n)), UINT32_MAX, &v) ||
+	    v == 0)
+		return 1;
+	return (uint32_t)v;
+}
+
+/* Claims the unclaimed UIDs below uidnext for this session: returns the
+ * first UID that is recent for it (uidnext when none). */
+static uint32_t recent_claim(struct imap_session *s, uint32_t uidnext)
+{
+	char path[MAILDIR_PATH_MAX], tmp[MAILDIR_PATH_MAX], err[256], line[32];
+
+	if (str_printf(path, sizeof(path), "%s/%s.lock", s->mbox_dir,
+		       RECENT_FILE) < 0)
+		return uidnext;
+	int lock = lockfile_take(path, 2000, err, sizeof(err));
+	if (lock < 0) {
+		log_ctx_warnx(&s->log, "imap: %s", err);
+		return uidnext;
+	}
+	uint32_t first = imap_recent_first(s->mbox_dir);
+	if (first < uidnext) {
+		int n = str_printf(line, sizeof(line), "%u\n", uidnext);
+		if (n > 0 &&
+		    str_printf(path, sizeof(path), "%s/%s", s->mbox_dir,
+			       RECENT_FILE) >= 0 &&
+		    str_printf(tmp, sizeof(tmp), "%s.tmp", path) >= 0) {
+			int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC |
+					       O_CLOEXEC, 0600);
+			if (fd >= 0 && fd_write_all(fd, line, (size_t)n) == 0 &&
+			    close(fd) == 0)
+				(void)rename(tmp, path);
+			else if (fd >= 0)
+				close(fd);
+		}
+	}
+	close(lock);
+	return first;
+}
+
 /* ---- the view ------------------------------------------------------------- */
 
 static int64_t ts_ns(const struct timespec *ts)
@@ -192,7 +263,8 @@ static bool stamp_trusted(const struct imap_stamp *st)
 	       st->index_ns < limit;
 }
 
-static void view_push(struct imap_session *s, const struct mailbox_message *m)
+static void view_push(struct imap_session *s, const struct mailbox_message *m,
+		      bool recent)
 {
 	if (s->view_count == s->view_alloc) {
 		s->view_alloc = s->view_alloc == 0 ? 64 : s->view_alloc * 2;
@@ -205,6 +277,9 @@ static void view_push(struct imap_session *s, const struct mailbox_message *m)
 	v->keywords = m->keywords;
 	v->modseq = m->modseq;
 	v->expunged = false;
+	v->recent = recent;
+	if (recent)
+		s->recent_count++;
 }
 
 static void keywords_reload(struct imap_session *s)
@@ -221,7 +296,7 @@ static void out_fetch_flags(struct imap_session *s, uint32_t seq,
 			    const struct imap_view_msg *v)
 {
 	imap_out(s, "* %u FETCH (UID %u FLAGS ", seq, v->uid);
-	imap_out_flags(s, v->flags, v->keywords);
+	imap_out_flags_recent(s, v->flags, v->keywords, v->recent);
 	if (s->condstore)
 		imap_out(s, " MODSEQ (%llu)", (unsigned long long)v->modseq);
 	imap_out_str(s, STR(")\r\n"));
@@ -296,6 +371,8 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 		if (!found || v->expunged) {
 			if (allow_expunge) {
 				imap_out(s, "* %u EXPUNGE\r\n", i + 1);
+				if (v->recent)
+					s->recent_count--;
 				memmove(&s->view[i], &s->view[i + 1],
 					(s->view_count - i - 1) *
 					    sizeof(*s->view));
@@ -307,16 +384,20 @@ int imap_sync(struct imap_session *s, bool allow_expunge, bool force)
 		i++;
 	}
 	uint32_t last = s->view_count > 0 ? s->view[s->view_count - 1].uid : 0;
-	uint32_t added = 0;
+	uint32_t added = 0, recent_from = UINT32_MAX;
+	if (n > 0 && mailbox_lookup_seq(s->mb, n, &m) && m.uid > last &&
+	    !s->readonly)
+		recent_from = recent_claim(s, mailbox_uidnext(s->mb));
 	for (uint32_t seq = 1; seq <= n; seq++) {
 		if (!mailbox_lookup_seq(s->mb, seq, &m) || m.uid <= last)
 			continue;
-		view_push(s, &m);
+		view_push(s, &m, m.uid >= recent_from);
 		added++;
 	}
 	/* after the EXPUNGEs: the client counts from what they left */
 	if (added > 0)
-		imap_out(s, "* %u EXISTS\r\n", s->view_count);
+		imap_out(s, "* %u EXISTS\r\n* %u RECENT\r\n", s->view_count,
+			 s->recent_count);
 	s->uidnext = mailbox_uidnext(s->mb);
 	s->highest_modseq = mailbox_highest_modseq(s->mb);
 	return 0;
@@ -329,6 +410,7 @@ void imap_unselect(struct imap_session *s)
 	free(s->view);
 	s->view = NULL;
 	s->view_count = s->view_alloc = 0;
+	s->recent_count = 0;
 	s->stamp_valid = false;
 	s->mbox_name[0] = '\0';
 	s->mbox_dir[0] = '\0';
@@ -478,15 +560,26 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 	s->stamp_valid = true;
 	keywords_reload(s);
 	uint32_t n = mailbox_count(s->mb), first_unseen = 0;
+	s->recent_count = 0;
+	/* EXAMINE only looks: the messages stay recent for the next SELECT */
+	uint32_t recent_from = readonly ? UINT32_MAX
+					: recent_claim(s, s->uidnext);
 	for (uint32_t seq = 1; seq <= n; seq++) {
 		if (!mailbox_lookup_seq(s->mb, seq, &m))
 			continue;
-		view_push(s, &m);
+		view_push(s, &m, m.uid >= recent_from);
 		if (first_unseen == 0 && (m.flags & MAILBOX_FLAG_SEEN) == 0)
 			first_unseen = s->view_count;
 	}
 	out_flag_lists(s);
-	imap_out(s, "* %u EXISTS\r\n* 0 RECENT\r\n", s->view_count);
+	if (readonly) {
+		/* what the next SELECT will get as recent */
+		uint32_t first = imap_recent_first(dir);
+		for (uint32_t i = 0; i < s->view_count; i++)
+			s->recent_count += s->view[i].uid >= first;
+	}
+	imap_out(s, "* %u EXISTS\r\n* %u RECENT\r\n", s->view_count,
+		 s->recent_count);
 	if (first_unseen != 0)
 		imap_out(s, "* OK [UNSEEN %u] First unseen.\r\n", first_unseen);
 	imap_out(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", s->uidvalidity);
@@ -683,7 +776,8 @@ void imap_cmd_store(struct imap_session *s, const char *tag,
 				imap_out(s, "UID %u ", v->uid);
 			if (!silent) {
 				imap_out_str(s, STR("FLAGS "));
-				imap_out_flags(s, v->flags, v->keywords);
+				imap_out_flags_recent(s, v->flags, v->keywords,
+						      v->recent);
 			}
 			if (s->condstore)
 				imap_out(s, "%sMODSEQ (%llu)",
@@ -1508,7 +1602,7 @@ void imap_cmd_search(struct imap_session *s, const char *tag,
 			.seq = i + 1,
 			.uid = v->uid,
 			.flags = v->flags,
-			.recent = false,
+			.recent = v->recent,
 			.size = m.size,
 			.internal_date = m.date,
 			.internal_tz_min = 0,
