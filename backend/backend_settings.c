@@ -87,6 +87,13 @@ static const struct config_def node_defs[] = {
 	CONFIG_DEF_SIZE(S, "lmtp_max_message_size", lmtp_max_message_size,
 			"50M", 1024, 1073741824,
 			"LMTP: largest message (SIZE in LHLO; over it 552 5.3.4)"),
+	CONFIG_DEF_STRING(S, "recipient_delimiter", recipient_delimiter, "+",
+			  "LMTP: user+detail@domain is user@domain (\"\" = "
+			  "off), as Dovecot's"),
+	CONFIG_DEF_BOOL(S, "lmtp_save_to_detail_mailbox",
+			lmtp_save_to_detail_mailbox, "no",
+			"LMTP: user+folder@ delivers into folder when it "
+			"exists (else INBOX)"),
 	CONFIG_DEF_UINT(S, "lmtp_max_recipients", lmtp_max_recipients, "100",
 			1, 1000, "LMTP: recipients per message"),
 	CONFIG_DEF_DURATION(S, "lmtp_timeout", lmtp_timeout_msecs, "5m", 1000,

@@ -60,6 +60,8 @@ struct node_settings {
 	/* LMTP (backend/lmtp_server.h) */
 	uint64_t lmtp_max_message_size;
 	uint64_t lmtp_max_recipients;
+	char *recipient_delimiter;
+	bool lmtp_save_to_detail_mailbox;
 	uint64_t lmtp_timeout_msecs;
 	struct config_nets lmtp_trusted_networks;
 	/* IMAP (backend/imap_server.h) */

@@ -85,6 +85,8 @@ struct lmtp_config {
 	uint64_t max_recipients;
 	uint64_t timeout_msecs;
 	struct config_nets trusted;
+	char recipient_delimiter[8];
+	bool save_to_detail_mailbox;
 };
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -124,6 +126,9 @@ void lmtp_server_config_install(const struct node_settings *set)
 	c->max_message_size = set->lmtp_max_message_size;
 	c->max_recipients = set->lmtp_max_recipients;
 	c->timeout_msecs = set->lmtp_timeout_msecs;
+	str_copy(str_cstr(set->recipient_delimiter), c->recipient_delimiter,
+		 sizeof(c->recipient_delimiter));
+	c->save_to_detail_mailbox = set->lmtp_save_to_detail_mailbox;
 	c->trusted.count = set->lmtp_trusted_networks.count;
 	if (c->trusted.count > 0) {
 		c->trusted.nets = xcalloc(c->trusted.count,
@@ -194,6 +199,7 @@ struct lmtp_tx {
 	struct lmtp_rcpt *rcpts;
 	size_t rcpt_count;
 	char *pending_addr; /* RCPT being looked up */
+	char *pending_detail; /* its "+detail", NULL when none */
 	struct smtp_data_decoder *decoder;
 	uint8_t *mem;   /* the first LMTP_SPOOL_MEM bytes (DATA only) */
 	size_t mem_len; /* bytes in mem not yet in the file */
@@ -278,6 +284,7 @@ static void tx_reset(struct lmtp_session *s)
 	}
 	free(tx->rcpts);
 	free(tx->pending_addr);
+	free(tx->pending_detail);
 	smtp_data_decoder_free(&tx->decoder);
 	free(tx->mem);
 	if (tx->fd >= 0)
@@ -597,6 +604,20 @@ static void rcpt_lookup_done(const struct auth_result *res, void *context)
 			      ADDR_FMT(addr));
 			break;
 		}
+		/* user+folder@: into that folder when it exists
+		 * (lmtp_save_to_detail_mailbox), else INBOX */
+		if (tx->pending_detail != NULL &&
+		    s->cfg->save_to_detail_mailbox) {
+			char fdir[MAILDIR_PATH_MAX], cur[MAILDIR_PATH_MAX];
+			struct maildir_error merr;
+			struct stat st;
+			if (maildir_folder_path(dir, str_cstr(tx->pending_detail),
+						fdir, sizeof(fdir), &merr) == 0 &&
+			    str_printf(cur, sizeof(cur), "%s/cur", fdir) >= 0 &&
+			    stat(cur, &st) == 0 && S_ISDIR(st.st_mode) &&
+			    strcmp(fdir, dir) != 0)
+				str_copy(str_cstr(fdir), dir, sizeof(dir));
+		}
 		tx->rcpts = xreallocarray(tx->rcpts, tx->rcpt_count + 1,
 					  sizeof(*tx->rcpts));
 		tx->rcpts[tx->rcpt_count++] = (struct lmtp_rcpt){
@@ -690,10 +711,23 @@ static void cmd_rcpt(struct lmtp_session *s, const struct smtp_command *cmd)
 		reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
-	/* the passdb's name: local part, @domain if any */
-	char *name = xmalloc(path->local.len + path->domain.len + 2);
-	memcpy(name, path->local.p, path->local.len);
-	size_t len = path->local.len;
+	/* the passdb's name: local part (without "+detail" when
+	 * recipient_delimiter is set, as Dovecot), @domain if any */
+	struct str local = path->local;
+	free(s->tx.pending_detail);
+	s->tx.pending_detail = NULL;
+	size_t dlen = strlen(s->cfg->recipient_delimiter);
+	for (size_t i = 1; dlen > 0 && i + dlen < local.len; i++) {
+		if (memcmp(local.p + i, s->cfg->recipient_delimiter, dlen) != 0)
+			continue;
+		s->tx.pending_detail = xstrndup(local.p + i + dlen,
+						local.len - i - dlen);
+		local.len = i;
+		break;
+	}
+	char *name = xmalloc(local.len + path->domain.len + 2);
+	memcpy(name, local.p, local.len);
+	size_t len = local.len;
 	if (path->domain.len > 0) {
 		name[len++] = '@';
 		memcpy(name + len, path->domain.p, path->domain.len);

@@ -403,3 +403,30 @@ def test_slow_disk_of_one_user_does_not_stall_others(mailring_backend):
     s.close()
     slow.logout()
     fast.logout()
+
+
+def test_lmtp_detail_delivery(mailring_backend):
+    import smtplib
+    b = mailring_backend(imap=True, lmtp=True, settings={
+        "auth_username_format": "%Ln",
+        "lmtp_save_to_detail_mailbox": "yes"})
+    m = imap(b)
+    assert m.create("Work")[0] == "OK"
+    l = smtplib.LMTP(b.host, b.lmtp_port)
+    for rcpt, subject in (("user1+Work@example.com", "to work"),
+                          ("user1+nosuch@example.com", "to inbox"),
+                          ("user1@example.com", "plain")):
+        l.sendmail("a@example.org", [rcpt],
+                   b"Subject: " + subject.encode() + b"\r\n\r\nx\r\n")
+    l.quit()
+    m.select("Work")
+    typ, data = m.search(None, "SUBJECT", '"to work"')
+    assert data[0] == b"1"
+    assert m.select("Work")[1] == [b"1"]
+    m.select("INBOX")
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (Subject Delivered-To)])")
+    text = b"".join(x[1] for x in data if isinstance(x, tuple))
+    assert b"to inbox" in text and b"plain" in text and b"to work" not in text
+    # Delivered-To keeps the address as sent
+    assert b"Delivered-To: user1+nosuch@example.com" in text
+    m.logout()
