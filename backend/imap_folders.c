@@ -467,27 +467,6 @@ static bool folder_exists(const char *dir)
 	       stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static bool arg_name(struct imap_session *s, const char *tag,
-		     const char *cmdname, const struct imap_arg *arg,
-		     char *name, size_t name_size, char *dir, size_t dir_size)
-{
-	struct str raw;
-	char san[128];
-
-	if (!imap_arg_get_astring(arg, &raw)) {
-		imap_out(s, "%s BAD Error in IMAP command %s: Invalid "
-			 "arguments.\r\n", tag, cmdname);
-		return false;
-	}
-	if (!imap_mailbox_name(raw, name, name_size) ||
-	    !imap_mailbox_dir(s, name, dir, dir_size)) {
-		imap_out(s, "%s NO Invalid mailbox name: %s\r\n", tag,
-			 str_sanitize(raw, san, sizeof(san)));
-		return false;
-	}
-	return true;
-}
-
 void imap_cmd_status(struct imap_session *s, const char *tag,
 		     const struct imap_command *cmd)
 {
@@ -499,7 +478,7 @@ void imap_cmd_status(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag);
 		return;
 	}
-	if (!arg_name(s, tag, "STATUS", &cmd->args[0], name, sizeof(name), dir,
+	if (!imap_arg_mailbox(s, tag, "STATUS", &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
 	if (!folder_exists(dir)) {
@@ -737,7 +716,7 @@ void imap_cmd_create(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag);
 		return;
 	}
-	if (!arg_name(s, tag, "CREATE", &cmd->args[0], name, sizeof(name), dir,
+	if (!imap_arg_mailbox(s, tag, "CREATE", &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
 	if (strcmp(name, "INBOX") == 0 || folder_exists(dir)) {
@@ -814,7 +793,7 @@ void imap_cmd_delete(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag);
 		return;
 	}
-	if (!arg_name(s, tag, "DELETE", &cmd->args[0], name, sizeof(name), dir,
+	if (!imap_arg_mailbox(s, tag, "DELETE", &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
 	if (strcmp(name, "INBOX") == 0) {
@@ -918,9 +897,9 @@ void imap_cmd_rename(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag);
 		return;
 	}
-	if (!arg_name(s, tag, "RENAME", &cmd->args[0], oname, sizeof(oname),
+	if (!imap_arg_mailbox(s, tag, "RENAME", &cmd->args[0], oname, sizeof(oname),
 		      odir, sizeof(odir)) ||
-	    !arg_name(s, tag, "RENAME", &cmd->args[1], nname, sizeof(nname),
+	    !imap_arg_mailbox(s, tag, "RENAME", &cmd->args[1], nname, sizeof(nname),
 		      ndir, sizeof(ndir)))
 		return;
 	if (strcmp(nname, "INBOX") == 0 || folder_exists(ndir)) {
@@ -982,7 +961,7 @@ void imap_cmd_subscribe(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag, cmdname);
 		return;
 	}
-	if (!arg_name(s, tag, cmdname, &cmd->args[0], name, sizeof(name), dir,
+	if (!imap_arg_mailbox(s, tag, cmdname, &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
 	if (subscribe && strcmp(name, "INBOX") != 0 && !folder_exists(dir)) {

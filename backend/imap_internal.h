@@ -201,6 +201,12 @@ bool imap_parse_flags(const struct imap_arg *arg, struct maildir_keywords *kw,
 /* Expands a mailbox name from the client: "INBOX" in any case is INBOX;
  * a trailing separator is dropped. false when invalid. */
 bool imap_mailbox_name(struct str name, char *dst, size_t size);
+/* Name and directory from an astring argument of cmdname; false after
+ * answering BAD (not a string) or NO (invalid name) itself. */
+bool imap_arg_mailbox(struct imap_session *s, const char *tag,
+		      const char *cmdname, const struct imap_arg *arg,
+		      char *name, size_t name_size, char *dir,
+		      size_t dir_size);
 /* The directory of a mailbox name; false when invalid. */
 bool imap_mailbox_dir(const struct imap_session *s, const char *name,
 		      char *dir, size_t size);

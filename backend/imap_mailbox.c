@@ -435,8 +435,7 @@ static struct mailbox_settings mailbox_set(const struct imap_session *s)
 	return ms;
 }
 
-/* Name and directory from an astring argument; answers NO/BAD itself. */
-static bool arg_mailbox(struct imap_session *s, const char *tag,
+bool imap_arg_mailbox(struct imap_session *s, const char *tag,
 			const char *cmdname, const struct imap_arg *arg,
 			char *name, size_t name_size, char *dir,
 			size_t dir_size)
@@ -498,7 +497,7 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 		imap_unselect(s);
 		imap_out(s, "* OK [CLOSED] Previous mailbox closed.\r\n");
 	}
-	if (!arg_mailbox(s, tag, cmdname, &cmd->args[0], name, sizeof(name),
+	if (!imap_arg_mailbox(s, tag, cmdname, &cmd->args[0], name, sizeof(name),
 			 dir, sizeof(dir)))
 		return;
 	if (cmd->arg_count == 2) {
@@ -876,7 +875,7 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 		imap_done(s, tag, false, "NO Mailbox is read-only.");
 		return;
 	}
-	if (!arg_mailbox(s, tag, cmdname, &cmd->args[1], name, sizeof(name),
+	if (!imap_arg_mailbox(s, tag, cmdname, &cmd->args[1], name, sizeof(name),
 			 dir, sizeof(dir)))
 		return;
 	if (!mailbox_exists(dir)) {
@@ -1194,7 +1193,7 @@ void imap_cmd_append(struct imap_session *s, const char *tag,
 			 "arguments.\r\n", tag);
 		return;
 	}
-	if (!arg_mailbox(s, tag, "APPEND", &args[0], name, sizeof(name), dir,
+	if (!imap_arg_mailbox(s, tag, "APPEND", &args[0], name, sizeof(name), dir,
 			 sizeof(dir)))
 		return;
 	const struct imap_arg *flag_arg = NULL;

@@ -33,6 +33,7 @@
 
 #include "base64.h"
 #include "imap_internal.h"
+#include "login.h"
 #include "io_pool.h"
 #include "tls.h"
 #include "owner.h"
@@ -140,57 +141,9 @@ void imap_server_deinit(void)
 	config_unref(&old);
 }
 
-/* ---- sessions per user and IP (mail_max_userip_connections) -------------- */
-
-/* Counted apart from POP3's, as Dovecot counts per service. */
-struct userip {
-	struct userip *next;
-	unsigned int count;
-	char key[];
-};
-static pthread_mutex_t userip_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct userip *userip_list;
-
-static bool userip_take(const char *key, uint64_t max)
-{
-	struct userip *u;
-	bool ok = true;
-
-	pthread_mutex_lock(&userip_lock);
-	for (u = userip_list; u != NULL; u = u->next) {
-		if (strcmp(u->key, key) == 0)
-			break;
-	}
-	if (u == NULL) {
-		size_t len = strlen(key) + 1;
-		u = xcalloc(1, sizeof(*u) + len);
-		memcpy(u->key, key, len);
-		u->next = userip_list;
-		userip_list = u;
-	}
-	if (max > 0 && u->count >= max)
-		ok = false;
-	else
-		u->count++;
-	pthread_mutex_unlock(&userip_lock);
-	return ok;
-}
-
-static void userip_release(const char *key)
-{
-	pthread_mutex_lock(&userip_lock);
-	for (struct userip **pp = &userip_list; *pp != NULL; pp = &(*pp)->next) {
-		struct userip *u = *pp;
-		if (strcmp(u->key, key) != 0)
-			continue;
-		if (--u->count == 0) {
-			*pp = u->next;
-			free(u);
-		}
-		break;
-	}
-	pthread_mutex_unlock(&userip_lock);
-}
+/* Sessions per user and IP (mail_max_userip_connections), apart from
+ * POP3's, as Dovecot counts per service. */
+static struct userip_table imap_userip = USERIP_TABLE_INIT;
 
 /* ---- workers ------------------------------------------------------------- */
 
@@ -335,7 +288,7 @@ static void session_free_cb(void *context)
 	buf_free(&s->out);
 	owner_release(&s->owner);
 	if (s->userip_key != NULL)
-		userip_release(s->userip_key);
+		userip_release(&imap_userip, s->userip_key);
 	free(s->userip_key);
 	free(s->user);
 	free(s->master_user);
@@ -401,26 +354,6 @@ static void login_failed(struct imap_session *s, const char *text,
 	net_timer_start(s->delay_timer, delay_ms > 0 ? delay_ms : 1, false);
 }
 
-/* mkdir -p of dir's parents (0700, as Dovecot creates homes). */
-static int mkdir_parents(const char *dir)
-{
-	char path[MAILDIR_PATH_MAX];
-
-	if (!str_copy(str_cstr(dir), path, sizeof(path))) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	for (char *p = path + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) == -1 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	return 0;
-}
-
 static bool login_open(struct imap_session *s)
 {
 	const char *error;
@@ -433,7 +366,7 @@ static bool login_open(struct imap_session *s)
 			      error);
 		return false;
 	}
-	if (mkdir_parents(s->root) < 0) {
+	if (login_mkdir_parents(s->root) < 0) {
 		log_ctx_error(&s->log, "imap: mkdir of the parents of %s: %s",
 			      s->root, strerror(errno));
 		return false;
@@ -474,7 +407,8 @@ static void auth_callback(const struct auth_result *result, void *context)
 		log_ctx_info(&s->log, "imap: Master user %s logs in as %s",
 			     s->master_user, result->user);
 	if (str_printf(key, sizeof(key), "%s %s", result->user, s->ip) < 0 ||
-	    !userip_take(key, s->cfg->mail_max_userip_connections)) {
+	    !userip_take(&imap_userip, key,
+					 s->cfg->mail_max_userip_connections)) {
 		log_ctx_info(&s->log,
 			     "imap-login: Login refused: too many sessions for "
 			     "this user and IP (mail_max_userip_connections="
@@ -493,7 +427,7 @@ static void auth_callback(const struct auth_result *result, void *context)
 	if (!login_open(s)) {
 		free(s->user);
 		s->user = NULL;
-		userip_release(s->userip_key);
+		userip_release(&imap_userip, s->userip_key);
 		free(s->userip_key);
 		s->userip_key = NULL;
 		login_failed(s, "NO [UNAVAILABLE] Internal error occurred. "
@@ -541,39 +475,14 @@ static void master_callback(const struct auth_result *result, void *context)
 				       auth_callback, s);
 }
 
-/* "user*master" (auth_master_user_separator) or SASL authzid != authcid
- * from a trusted client with a master passdb: *target_r and *master_r. */
-static bool master_login(const struct imap_session *s, struct str user,
-			 struct str authzid, struct str *target_r,
-			 struct str *master_r)
-{
-	if (master_auth == NULL || !s->trusted)
-		return false;
-	if (authzid.len > 0 && !str_eq(authzid, user)) {
-		*target_r = authzid;
-		*master_r = user;
-		return true;
-	}
-	size_t seplen = strlen(s->cfg->master_separator);
-	if (seplen == 0 || user.len <= seplen)
-		return false;
-	for (size_t i = 1; i + seplen < user.len; i++) {
-		if (memcmp(user.p + i, s->cfg->master_separator, seplen) == 0) {
-			*target_r = str_from(user.p, i);
-			*master_r = str_slice(user, i + seplen,
-					      user.len - i - seplen);
-			return true;
-		}
-	}
-	return false;
-}
-
 static void auth_start(struct imap_session *s, struct str user,
 		       struct str authzid, struct str password)
 {
 	struct str target, master;
 
-	if (master_login(s, user, authzid, &target, &master)) {
+	if (master_auth != NULL && s->trusted &&
+	    login_master_split(user, authzid, s->cfg->master_separator,
+			       &target, &master)) {
 		free(s->master_user);
 		free(s->master_target);
 		s->master_user = xstrndup(master.p, master.len);
@@ -708,28 +617,10 @@ static void id_from_proxy(struct imap_session *s, const struct imap_arg *l,
 		if (!imap_arg_get_astring(&l[i], &k) ||
 		    !imap_arg_get_astring(&l[i + 1], &v))
 			continue;
-		if (str_eq_nocase(k, STR("x-originating-ip"))) {
-			struct net_addr a;
-			char ip[NET_ADDR_STR_MAX];
-			const char *error;
-			if (!str_copy(v, ip, sizeof(ip)) ||
-			    net_addr_parse(ip, NET_ADDR_PORT_OPTIONAL, &a, &error) < 0)
-				continue;
-			log_ctx_set_rip(&s->log, &a.u.sa);
-			net_addr_ip_str(&a, s->ip, sizeof(s->ip));
-		} else if (str_eq_nocase(k, STR("x-session-id")) &&
-			   v.len > 0 && v.len <= LOG_SESSION_ID_LEN) {
-			char sid[LOG_SESSION_ID_LEN + 1];
-			bool ok = str_copy(v, sid, sizeof(sid));
-			for (size_t j = 0; ok && sid[j] != '\0'; j++) {
-				unsigned char c = (unsigned char)sid[j];
-				ok = c > 0x20 && c < 0x7f && c != '>';
-			}
-			if (ok) {
-				memcpy(s->session_id, sid, sizeof(sid));
-				log_ctx_set_session(&s->log, s->session_id);
-			}
-		}
+		if (str_eq_nocase(k, STR("x-originating-ip")))
+			(void)login_proxy_addr(v, &s->log, s->ip);
+		else if (str_eq_nocase(k, STR("x-session-id")))
+			(void)login_proxy_session(v, &s->log, s->session_id);
 	}
 }
 

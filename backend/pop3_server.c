@@ -43,6 +43,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "log.h"
+#include "login.h"
 #include "mailbox.h"
 #include "maildir.h"
 #include "owner.h"
@@ -146,65 +147,8 @@ const struct node_settings *pop3_server_settings(void)
 	return &config_current->set;
 }
 
-/* ---- sessions per user and IP (mail_max_userip_connections) -------------- */
-
-struct userip {
-	struct userip *next;
-	unsigned int count;
-	char key[]; /* "user\0ip" flattened as "user ip" */
-};
-static pthread_mutex_t userip_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct userip *userip_list;
-
-/* Counts one more session for key unless max (0: none) is reached. */
-static bool userip_take(const char *key, uint64_t max)
-{
-	struct userip *u;
-	bool ok = true;
-
-	pthread_mutex_lock(&userip_lock);
-	for (u = userip_list; u != NULL; u = u->next) {
-		if (strcmp(u->key, key) == 0)
-			break;
-	}
-	if (u == NULL) {
-		size_t len = strlen(key) + 1;
-		u = xcalloc(1, sizeof(*u) + len);
-		memcpy(u->key, key, len);
-		u->next = userip_list;
-		userip_list = u;
-	}
-	if (max > 0 && u->count >= max)
-		ok = false;
-	else
-		u->count++;
-	if (u->count == 0) {
-		/* a new entry refused with max 0 cannot happen: max > 0 */
-		struct userip **pp = &userip_list;
-		while (*pp != u)
-			pp = &(*pp)->next;
-		*pp = u->next;
-		free(u);
-	}
-	pthread_mutex_unlock(&userip_lock);
-	return ok;
-}
-
-static void userip_release(const char *key)
-{
-	pthread_mutex_lock(&userip_lock);
-	for (struct userip **pp = &userip_list; *pp != NULL; pp = &(*pp)->next) {
-		struct userip *u = *pp;
-		if (strcmp(u->key, key) != 0)
-			continue;
-		if (--u->count == 0) {
-			*pp = u->next;
-			free(u);
-		}
-		break;
-	}
-	pthread_mutex_unlock(&userip_lock);
-}
+/* Sessions per user and IP (mail_max_userip_connections). */
+static struct userip_table pop3_userip = USERIP_TABLE_INIT;
 
 /* ---- session ------------------------------------------------------------- */
 
@@ -356,7 +300,7 @@ static void session_free_cb(void *context)
 	msgs_free(s);
 	owner_release(&s->owner);
 	if (s->userip_key != NULL)
-		userip_release(s->userip_key);
+		userip_release(&pop3_userip, s->userip_key);
 	free(s->userip_key);
 	free(s->user);
 	free(s->master_user);
@@ -406,33 +350,6 @@ static struct str name_base(const char *name)
 	return str_from(name, strcspn(name, ":"));
 }
 
-/* mkdir -p of the parents of dir (0700, like Dovecot's home creation).
- * 0 or -1 with errno. */
-static int mkdir_parents(const char *dir)
-{
-	char path[MAILDIR_PATH_MAX];
-
-	if (str_printf(path, sizeof(path), "%s", dir) < 0) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	char *slash = strrchr(path, '/');
-	if (slash == NULL || slash == path)
-		return 0;
-	*slash = '\0';
-	for (char *p = path + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0700) == -1 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	if (mkdir(path, 0700) == -1 && errno != EEXIST)
-		return -1;
-	return 0;
-}
-
 /* Opens dir through the mailbox layer (backend/mailbox.h: scan, UID list,
  * index, all under their locks; the same view IMAP has, so POP3 and IMAP
  * sessions of a user agree on messages and UIDs). On success the messages,
@@ -447,7 +364,7 @@ static int inbox_load(const char *dir, uint32_t max_records,
 	struct mailbox_message m;
 	const char *error;
 
-	if (mkdir_parents(dir) < 0) {
+	if (login_mkdir_parents(dir) < 0) {
 		str_printf(err, errsize, "mkdir of the parents of %s: %s", dir,
 			   strerror(errno));
 		return -1;
@@ -535,7 +452,8 @@ static void auth_callback(const struct auth_result *result, void *context)
 		log_ctx_info(&s->log, "pop3: Master user %s logs in as %s",
 			     s->master_user, result->user);
 	if (str_printf(key, sizeof(key), "%s %s", result->user, s->ip) < 0 ||
-	    !userip_take(key, s->cfg->set.mail_max_userip_connections)) {
+	    !userip_take(&pop3_userip, key,
+					 s->cfg->set.mail_max_userip_connections)) {
 		log_ctx_info(&s->log, "pop3: Login refused: too many sessions "
 			     "for this user and IP (mail_max_userip_connections=%llu)",
 			     (unsigned long long)s->cfg->set.mail_max_userip_connections);
@@ -593,40 +511,15 @@ static void master_callback(const struct auth_result *result, void *context)
 				       auth_callback, s);
 }
 
-/* As imap_server.c: user*master or authzid from a trusted client. */
-static bool master_login(const struct pop3_session *s, struct str user,
-			 struct str authzid, struct str *target_r,
-			 struct str *master_r)
-{
-	const char *sep = s->cfg->set.auth_master_user_separator;
-	size_t seplen = strlen(sep);
-
-	if (master_auth == NULL || !s->trusted)
-		return false;
-	if (authzid.len > 0 && !str_eq(authzid, user)) {
-		*target_r = authzid;
-		*master_r = user;
-		return true;
-	}
-	if (seplen == 0 || user.len <= seplen)
-		return false;
-	for (size_t i = 1; i + seplen < user.len; i++) {
-		if (memcmp(user.p + i, sep, seplen) == 0) {
-			*target_r = str_from(user.p, i);
-			*master_r = str_slice(user, i + seplen,
-					      user.len - i - seplen);
-			return true;
-		}
-	}
-	return false;
-}
-
 static void auth_start(struct pop3_session *s, struct str user,
 		       struct str authzid, struct str password)
 {
 	struct str target, master;
 
-	if (master_login(s, user, authzid, &target, &master)) {
+	if (master_auth != NULL && s->trusted &&
+	    login_master_split(user, authzid,
+			       s->cfg->set.auth_master_user_separator, &target,
+			       &master)) {
 		free(s->master_user);
 		free(s->master_target);
 		s->master_user = xstrndup(master.p, master.len);
@@ -884,27 +777,10 @@ static void cmd_xclient(struct pop3_session *s, const struct pop3_command *cmd)
 		struct str k, v;
 		if (!str_split(cmd->args[i], '=', &k, &v))
 			continue;
-		if (str_eq_nocase(k, STR("ADDR"))) {
-			struct net_addr a;
-			char ip[NET_ADDR_STR_MAX];
-			const char *error;
-			if (str_copy(v, ip, sizeof(ip)) &&
-			    net_addr_parse(ip, NET_ADDR_PORT_OPTIONAL, &a, &error) == 0) {
-				log_ctx_set_rip(&s->log, &a.u.sa);
-				net_addr_ip_str(&a, s->ip, sizeof(s->ip));
-			}
-		} else if (str_eq_nocase(k, STR("SESSION")) && v.len > 0 &&
-			   v.len <= LOG_SESSION_ID_LEN) {
-			bool ok = true;
-			for (size_t j = 0; j < v.len && ok; j++)
-				ok = v.p[j] > 0x20 && v.p[j] < 0x7f &&
-				     v.p[j] != '>';
-			if (ok) {
-				memcpy(s->session_id, v.p, v.len);
-				s->session_id[v.len] = '\0';
-				log_ctx_set_session(&s->log, s->session_id);
-			}
-		}
+		if (str_eq_nocase(k, STR("ADDR")))
+			(void)login_proxy_addr(v, &s->log, s->ip);
+		else if (str_eq_nocase(k, STR("SESSION")))
+			(void)login_proxy_session(v, &s->log, s->session_id);
 	}
 	reply(s, "+OK");
 }
