@@ -47,6 +47,7 @@
 
 #include "buf.h"
 #include "crc32.h"
+#include "le.h"
 #include "lockfile.h"
 #include "log.h"
 #include "mailcache.h"
@@ -62,18 +63,6 @@
 #define HEAD MAILCACHE_RECORD_HEAD_SIZE
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
 
 static _Thread_local char mailcache_errbuf[256];
 
@@ -155,9 +144,9 @@ const char *mailcache_field_name(enum mailcache_field field)
 void mailcache_sent_date_encode(int64_t time, int32_t tz_minutes,
 				uint8_t out[MAILCACHE_SENT_DATE_SIZE])
 {
-	put_u32(out, (uint32_t)(uint64_t)time);
-	put_u32(out + 4, (uint32_t)((uint64_t)time >> 32));
-	put_u32(out + 8, (uint32_t)tz_minutes);
+	le_put_u32(out, (uint32_t)(uint64_t)time);
+	le_put_u32(out + 4, (uint32_t)((uint64_t)time >> 32));
+	le_put_u32(out + 8, (uint32_t)tz_minutes);
 }
 
 int mailcache_sent_date_decode(const uint8_t *in, size_t len, int64_t *time_r,
@@ -165,8 +154,8 @@ int mailcache_sent_date_decode(const uint8_t *in, size_t len, int64_t *time_r,
 {
 	if (len != MAILCACHE_SENT_DATE_SIZE)
 		return -1;
-	uint64_t t = (uint64_t)get_u32(in) | (uint64_t)get_u32(in + 4) << 32;
-	int32_t tz = (int32_t)get_u32(in + 8);
+	uint64_t t = (uint64_t)le_get_u32(in) | (uint64_t)le_get_u32(in + 4) << 32;
+	int32_t tz = (int32_t)le_get_u32(in + 8);
 	if (tz < -24 * 60 || tz > 24 * 60)
 		return -1;
 	*time_r = (int64_t)t;
@@ -181,11 +170,11 @@ static void encode_header(uint8_t out[MAILCACHE_HEADER_SIZE],
 {
 	memset(out, 0, MAILCACHE_HEADER_SIZE);
 	memcpy(out, CACHE_MAGIC, 8);
-	put_u32(out + 8, MAILCACHE_VERSION);
-	put_u32(out + 12, MAILCACHE_HEADER_SIZE);
-	put_u32(out + 16, HEAD);
-	put_u32(out + 20, uidvalidity);
-	put_u32(out + 28, crc32_update(0, out, 28));
+	le_put_u32(out + 8, MAILCACHE_VERSION);
+	le_put_u32(out + 12, MAILCACHE_HEADER_SIZE);
+	le_put_u32(out + 16, HEAD);
+	le_put_u32(out + 20, uidvalidity);
+	le_put_u32(out + 28, crc32_update(0, out, 28));
 }
 
 /* The file's UIDVALIDITY, or 0 with *error_r when the header is bad. */
@@ -196,21 +185,21 @@ static uint32_t decode_header(const uint8_t in[MAILCACHE_HEADER_SIZE],
 		*error_r = "bad magic";
 		return 0;
 	}
-	if (crc32_update(0, in, 28) != get_u32(in + 28)) {
+	if (crc32_update(0, in, 28) != le_get_u32(in + 28)) {
 		*error_r = "bad header CRC";
 		return 0;
 	}
-	if (get_u32(in + 8) != MAILCACHE_VERSION ||
-	    get_u32(in + 12) != MAILCACHE_HEADER_SIZE ||
-	    get_u32(in + 16) != HEAD) {
+	if (le_get_u32(in + 8) != MAILCACHE_VERSION ||
+	    le_get_u32(in + 12) != MAILCACHE_HEADER_SIZE ||
+	    le_get_u32(in + 16) != HEAD) {
 		*error_r = "unknown version or sizes";
 		return 0;
 	}
-	if (get_u32(in + 20) == 0 || get_u32(in + 24) != 0) {
+	if (le_get_u32(in + 20) == 0 || le_get_u32(in + 24) != 0) {
 		*error_r = "header field out of range";
 		return 0;
 	}
-	return get_u32(in + 20);
+	return le_get_u32(in + 20);
 }
 
 static bool uid_valid(uint32_t uid)
@@ -229,14 +218,14 @@ static bool len_valid(unsigned int field, uint64_t len)
 static void encode_head(uint8_t out[HEAD], uint32_t uid, unsigned int field,
 			const void *data, size_t len)
 {
-	put_u32(out, uid);
+	le_put_u32(out, uid);
 	out[4] = (uint8_t)field;
 	out[5] = 0;
 	out[6] = out[7] = 0;
-	put_u32(out + 8, (uint32_t)len);
+	le_put_u32(out + 8, (uint32_t)len);
 	uint32_t crc = crc32_update(0, out, 12);
-	put_u32(out + 12, crc32_update(crc, data, len));
-	put_u32(out + 16, crc32_update(0, out, 16));
+	le_put_u32(out + 12, crc32_update(crc, data, len));
+	le_put_u32(out + 16, crc32_update(0, out, 16));
 }
 
 struct head {
@@ -248,12 +237,12 @@ struct head {
 
 static bool decode_head(const uint8_t in[HEAD], struct head *h_r)
 {
-	if (crc32_update(0, in, 16) != get_u32(in + 16))
+	if (crc32_update(0, in, 16) != le_get_u32(in + 16))
 		return false;
-	h_r->uid = get_u32(in);
+	h_r->uid = le_get_u32(in);
 	h_r->field = in[4];
-	h_r->len = get_u32(in + 8);
-	h_r->data_crc = get_u32(in + 12);
+	h_r->len = le_get_u32(in + 8);
+	h_r->data_crc = le_get_u32(in + 12);
 	return in[5] == 0 && in[6] == 0 && in[7] == 0 && uid_valid(h_r->uid) &&
 	       h_r->field < MAILCACHE_FIELD_COUNT &&
 	       len_valid(h_r->field, h_r->len);

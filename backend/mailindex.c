@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "crc32.h"
+#include "le.h"
 #include "lockfile.h"
 #include "log.h"
 #include "mailindex.h"
@@ -79,29 +80,6 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 static _Thread_local char mailindex_errbuf[256];
 
@@ -143,13 +121,13 @@ const char *mailindex_status_name(enum mailindex_status status)
 void mailindex_record_encode(const struct mailindex_record *rec,
 			     uint8_t out[MAILINDEX_RECORD_SIZE])
 {
-	put_u32(out, rec->uid);
-	put_u32(out + 4, rec->keywords);
+	le_put_u32(out, rec->uid);
+	le_put_u32(out + 4, rec->keywords);
 	out[8] = rec->flags;
 	out[9] = out[10] = out[11] = 0;
-	put_u64(out + 12, rec->modseq);
-	put_u64(out + 20, rec->size);
-	put_u64(out + 28, (uint64_t)rec->date);
+	le_put_u64(out + 12, rec->modseq);
+	le_put_u64(out + 20, rec->size);
+	le_put_u64(out + 28, (uint64_t)rec->date);
 }
 
 static const char *check_fields(uint32_t uid, uint8_t flags, uint32_t keywords,
@@ -172,12 +150,12 @@ int mailindex_record_decode(const uint8_t in[MAILINDEX_RECORD_SIZE],
 {
 	const char *err;
 
-	rec_r->uid = get_u32(in);
-	rec_r->keywords = get_u32(in + 4);
+	rec_r->uid = le_get_u32(in);
+	rec_r->keywords = le_get_u32(in + 4);
 	rec_r->flags = in[8];
-	rec_r->modseq = get_u64(in + 12);
-	rec_r->size = get_u64(in + 20);
-	rec_r->date = (int64_t)get_u64(in + 28);
+	rec_r->modseq = le_get_u64(in + 12);
+	rec_r->size = le_get_u64(in + 20);
+	rec_r->date = (int64_t)le_get_u64(in + 28);
 	if ((in[9] | in[10] | in[11]) != 0) {
 		*error_r = "reserved record bytes not zero";
 		return -1;
@@ -205,22 +183,22 @@ size_t mailindex_log_entry_encode(const struct mailindex_log_entry *entry,
 		payload = MAILINDEX_RECORD_SIZE;
 		break;
 	case MAILINDEX_LOG_FLAGS:
-		put_u32(body + 1, r->uid);
+		le_put_u32(body + 1, r->uid);
 		body[5] = r->flags;
 		body[6] = body[7] = body[8] = 0;
-		put_u32(body + 9, r->keywords);
-		put_u64(body + 13, r->modseq);
+		le_put_u32(body + 9, r->keywords);
+		le_put_u64(body + 13, r->modseq);
 		payload = FLAGS_PAYLOAD;
 		break;
 	case MAILINDEX_LOG_EXPUNGE:
-		put_u32(body + 1, r->uid);
-		put_u64(body + 5, r->modseq);
+		le_put_u32(body + 1, r->uid);
+		le_put_u64(body + 5, r->modseq);
 		payload = EXPUNGE_PAYLOAD;
 		break;
 	}
-	put_u32(out, (uint32_t)(1 + payload));
+	le_put_u32(out, (uint32_t)(1 + payload));
 	uint32_t crc = crc32_update(0, out, 4);
-	put_u32(out + 4, crc32_update(crc, body, 1 + payload));
+	le_put_u32(out + 4, crc32_update(crc, body, 1 + payload));
 	return ENTRY_HEAD + 1 + payload;
 }
 
@@ -244,19 +222,19 @@ static const char *decode_entry(const uint8_t *body, uint32_t len,
 		if (len != 1 + FLAGS_PAYLOAD)
 			return "wrong length for a FLAGS entry";
 		entry_r->type = MAILINDEX_LOG_FLAGS;
-		r->uid = get_u32(body + 1);
+		r->uid = le_get_u32(body + 1);
 		r->flags = body[5];
 		if ((body[6] | body[7] | body[8]) != 0)
 			return "reserved entry bytes not zero";
-		r->keywords = get_u32(body + 9);
-		r->modseq = get_u64(body + 13);
+		r->keywords = le_get_u32(body + 9);
+		r->modseq = le_get_u64(body + 13);
 		return check_fields(r->uid, r->flags, r->keywords, r->modseq);
 	case MAILINDEX_LOG_EXPUNGE:
 		if (len != 1 + EXPUNGE_PAYLOAD)
 			return "wrong length for an EXPUNGE entry";
 		entry_r->type = MAILINDEX_LOG_EXPUNGE;
-		r->uid = get_u32(body + 1);
-		r->modseq = get_u64(body + 5);
+		r->uid = le_get_u32(body + 1);
+		r->modseq = le_get_u64(body + 5);
 		return check_fields(r->uid, 0, 0, r->modseq);
 	default:
 		return "unknown entry type";
@@ -267,10 +245,10 @@ static void encode_log_header(uint8_t out[MAILINDEX_LOG_HEADER_SIZE],
 			      uint32_t seq, uint32_t uidvalidity)
 {
 	memcpy(out, LOG_MAGIC, 8);
-	put_u32(out + 8, MAILINDEX_LOG_VERSION);
-	put_u32(out + 12, seq);
-	put_u32(out + 16, uidvalidity);
-	put_u32(out + 20, crc32_update(0, out, 20));
+	le_put_u32(out + 8, MAILINDEX_LOG_VERSION);
+	le_put_u32(out + 12, seq);
+	le_put_u32(out + 16, uidvalidity);
+	le_put_u32(out + 20, crc32_update(0, out, 20));
 }
 
 /* 0; -1 with *error_r when corrupt; 1 with *error_r when only the
@@ -283,13 +261,13 @@ static int decode_log_header(const uint8_t in[MAILINDEX_LOG_HEADER_SIZE],
 		*error_r = "bad log magic";
 		return -1;
 	}
-	if (crc32_update(0, in, 20) != get_u32(in + 20)) {
+	if (crc32_update(0, in, 20) != le_get_u32(in + 20)) {
 		*error_r = "bad log header CRC";
 		return -1;
 	}
-	hdr_r->version = get_u32(in + 8);
-	hdr_r->seq = get_u32(in + 12);
-	hdr_r->uidvalidity = get_u32(in + 16);
+	hdr_r->version = le_get_u32(in + 8);
+	hdr_r->seq = le_get_u32(in + 12);
+	hdr_r->uidvalidity = le_get_u32(in + 16);
 	if (hdr_r->version != MAILINDEX_LOG_VERSION) {
 		*error_r = "unknown log version";
 		return 1;
@@ -387,7 +365,7 @@ static enum mailindex_parse_result parser_step(struct mailindex_log_parser *p)
 		break;
 	}
 	case LOG_PARSER_ENTRY_HEAD: {
-		uint32_t len = get_u32(p->buf);
+		uint32_t len = le_get_u32(p->buf);
 		if (len == 0 || len > MAILINDEX_LOG_ENTRY_MAX)
 			return parser_fail(p, MAILINDEX_PARSE_CORRUPT,
 					   len == 0
@@ -402,7 +380,7 @@ static enum mailindex_parse_result parser_step(struct mailindex_log_parser *p)
 		uint32_t len = p->need - ENTRY_HEAD;
 		uint32_t crc = crc32_update(0, p->buf, 4);
 		crc = crc32_update(crc, p->buf + ENTRY_HEAD, len);
-		if (crc != get_u32(p->buf + 4)) {
+		if (crc != le_get_u32(p->buf + 4)) {
 			/* Torn if nothing follows; decided by the next
 			 * byte or by finish. */
 			p->state = LOG_PARSER_BAD_CRC;
@@ -741,27 +719,27 @@ static enum mailindex_status read_index(struct mailindex *index, int fd,
 		*error_r = "bad index magic";
 		return MAILINDEX_REBUILD;
 	}
-	if (crc32_update(0, buf, 60) != get_u32(buf + 60)) {
+	if (crc32_update(0, buf, 60) != le_get_u32(buf + 60)) {
 		*error_r = "bad index header CRC";
 		return MAILINDEX_REBUILD;
 	}
-	if (get_u32(buf + 8) != MAILINDEX_VERSION ||
-	    get_u32(buf + 12) != MAILINDEX_HEADER_SIZE ||
-	    get_u32(buf + 16) != MAILINDEX_RECORD_SIZE) {
+	if (le_get_u32(buf + 8) != MAILINDEX_VERSION ||
+	    le_get_u32(buf + 12) != MAILINDEX_HEADER_SIZE ||
+	    le_get_u32(buf + 16) != MAILINDEX_RECORD_SIZE) {
 		*error_r = "unknown index version or sizes";
 		return MAILINDEX_REBUILD;
 	}
-	index->uidvalidity = get_u32(buf + 20);
-	index->uidnext = get_u32(buf + 24);
-	uint32_t count = get_u32(buf + 28);
-	index->highest_modseq = get_u64(buf + 32);
-	index->log_seq = get_u32(buf + 40);
-	index->log_offset = get_u64(buf + 48);
+	index->uidvalidity = le_get_u32(buf + 20);
+	index->uidnext = le_get_u32(buf + 24);
+	uint32_t count = le_get_u32(buf + 28);
+	index->highest_modseq = le_get_u64(buf + 32);
+	index->log_seq = le_get_u32(buf + 40);
+	index->log_offset = le_get_u64(buf + 48);
 	if (index->uidvalidity == 0 || index->uidnext == 0 ||
 	    index->uidnext > MAILINDEX_UIDNEXT_MAX || count >= index->uidnext ||
 	    index->highest_modseq == 0 || index->log_seq == 0 ||
 	    index->log_offset < MAILINDEX_LOG_HEADER_SIZE ||
-	    get_u32(buf + 44) != 0 || get_u32(buf + 56) != 0) {
+	    le_get_u32(buf + 44) != 0 || le_get_u32(buf + 56) != 0) {
 		*error_r = "index header field out of range";
 		return MAILINDEX_REBUILD;
 	}
@@ -810,7 +788,7 @@ static enum mailindex_status read_index(struct mailindex *index, int fd,
 	n = read_full(fd, buf, 5);
 	if (n == -1)
 		goto read_error;
-	if (n != 4 || get_u32(buf) != crc) {
+	if (n != 4 || le_get_u32(buf) != crc) {
 		*error_r = n != 4 ? "index trailer cut short or extra bytes"
 				  : "bad index records CRC";
 		return MAILINDEX_REBUILD;
@@ -830,16 +808,16 @@ static int write_index(const struct mailindex *index, int fd, uint32_t log_seq,
 
 	memset(buf, 0, MAILINDEX_HEADER_SIZE);
 	memcpy(buf, INDEX_MAGIC, 8);
-	put_u32(buf + 8, MAILINDEX_VERSION);
-	put_u32(buf + 12, MAILINDEX_HEADER_SIZE);
-	put_u32(buf + 16, MAILINDEX_RECORD_SIZE);
-	put_u32(buf + 20, index->uidvalidity);
-	put_u32(buf + 24, index->uidnext);
-	put_u32(buf + 28, index->count);
-	put_u64(buf + 32, index->highest_modseq);
-	put_u32(buf + 40, log_seq);
-	put_u64(buf + 48, log_offset);
-	put_u32(buf + 60, crc32_update(0, buf, 60));
+	le_put_u32(buf + 8, MAILINDEX_VERSION);
+	le_put_u32(buf + 12, MAILINDEX_HEADER_SIZE);
+	le_put_u32(buf + 16, MAILINDEX_RECORD_SIZE);
+	le_put_u32(buf + 20, index->uidvalidity);
+	le_put_u32(buf + 24, index->uidnext);
+	le_put_u32(buf + 28, index->count);
+	le_put_u64(buf + 32, index->highest_modseq);
+	le_put_u32(buf + 40, log_seq);
+	le_put_u64(buf + 48, log_offset);
+	le_put_u32(buf + 60, crc32_update(0, buf, 60));
 	if (write_full(fd, buf, MAILINDEX_HEADER_SIZE) < 0)
 		return -1;
 
@@ -858,7 +836,7 @@ static int write_index(const struct mailindex *index, int fd, uint32_t log_seq,
 			return -1;
 		done += k;
 	}
-	put_u32(buf, crc);
+	le_put_u32(buf, crc);
 	return write_full(fd, buf, 4);
 }
 
