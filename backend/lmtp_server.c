@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -56,6 +57,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "fdio.h"
+#include "io_pool.h"
 #include "log.h"
 #include "maildir.h"
 #include "smtp_parse.h"
@@ -227,6 +229,11 @@ struct lmtp_session {
 	char ip[NET_ADDR_STR_MAX];
 	unsigned int bad_commands;
 	unsigned int tx_seq;
+	/* the deliveries of a DATA run on the I/O pool (io_pool.h): while
+	 * busy the loop leaves the session alone */
+	bool busy;
+	_Atomic bool job_running;
+	const char *pending_close;
 
 	uint8_t in[IN_BUF_SIZE];
 	size_t in_pos, in_len;
@@ -322,6 +329,12 @@ static void session_close(struct lmtp_session *s, const char *reason)
 {
 	if (s->state == LMTP_STATE_CLOSING)
 		return;
+	if (s->busy) {
+		if (s->pending_close == NULL)
+			s->pending_close = reason;
+		conn_want(s->conn, false, false);
+		return;
+	}
 	log_ctx_info(&s->log, "lmtp: Disconnected: %s", reason);
 	session_set_state(s, LMTP_STATE_CLOSING);
 	auth_request_cancel(&s->auth_req);
@@ -529,9 +542,64 @@ static void deliver_all(struct lmtp_session *s)
 	}
 }
 
+static struct io_pool *server_io;
+
+void lmtp_server_set_io_pool(struct io_pool *pool)
+{
+	server_io = pool;
+}
+
+static void deliver_job(void *context)
+{
+	struct lmtp_session *s = context;
+	unsigned int delay = 0;
+
+	for (size_t i = 0; i < s->tx.rcpt_count; i++) {
+		unsigned int d = io_pool_test_delay_msecs(s->tx.rcpts[i].user);
+		if (d > delay)
+			delay = d;
+	}
+	if (delay > 0) {
+		struct timespec ts = { delay / 1000,
+				       (long)(delay % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	deliver_all(s);
+	atomic_store_explicit(&s->job_running, false, memory_order_release);
+}
+
+static void deliver_done(struct net_worker *worker, void *context)
+{
+	struct lmtp_session *s = context;
+	(void)worker;
+
+	s->busy = false;
+	tx_reset(s);
+	session_set_state(s, LMTP_STATE_READY);
+	if (s->pending_close != NULL) {
+		session_close(s, s->pending_close);
+		return;
+	}
+	session_pump(s);
+}
+
 static void data_end(struct lmtp_session *s, bool too_big)
 {
 	struct lmtp_tx *tx = &s->tx;
+
+	/* the fsyncs of a delivery wait on the disk: on the pool, so that a
+	 * slow disk does not stall the other sessions of this worker */
+	if (!too_big && server_io != NULL) {
+		s->busy = true;
+		atomic_store(&s->job_running, true);
+		if (io_pool_submit(server_io, s->lw->worker, deliver_job,
+				   deliver_done, s) == 0) {
+			conn_want(s->conn, false, false);
+			return;
+		}
+		s->busy = false;
+		atomic_store(&s->job_running, false);
+	}
 
 	if (too_big) {
 		log_ctx_info(&s->log, "lmtp: message too big (%llu bytes, "
@@ -918,6 +986,10 @@ static bool handle_input(struct lmtp_session *s)
 static void session_pump(struct lmtp_session *s)
 {
 	while (s->state != LMTP_STATE_CLOSING) {
+		if (s->busy) {
+			conn_want(s->conn, false, false);
+			return;
+		}
 		if (s->out->len > 0) {
 			ssize_t n = conn_write(s->conn, s->out->data,
 					       s->out->len);
@@ -974,8 +1046,10 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *context)
 static void close_with(struct lmtp_session *s, const char *line,
 		       const char *reason)
 {
-	reply(s, "%s", line);
-	(void)conn_write(s->conn, s->out->data, s->out->len);
+	if (!s->busy) {
+		reply(s, "%s", line);
+		(void)conn_write(s->conn, s->out->data, s->out->len);
+	}
 	session_close(s, reason);
 }
 
@@ -983,7 +1057,7 @@ static void idle_timer_cb(void *context)
 {
 	struct lmtp_session *s = context;
 
-	if (s->state == LMTP_STATE_RCPT_LOOKUP)
+	if (s->state == LMTP_STATE_RCPT_LOOKUP || s->busy)
 		return;
 	close_with(s, "421 4.4.2 Disconnected for inactivity",
 		   "Disconnected for inactivity");
@@ -1072,6 +1146,12 @@ void lmtp_server_worker_deinit(struct net_worker *worker)
 		return;
 	while (lw->sessions != NULL) {
 		struct lmtp_session *s = lw->sessions;
+		while (atomic_load_explicit(&s->job_running,
+					    memory_order_acquire)) {
+			struct timespec ts = { 0, 5 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+		s->busy = false;
 		if (s->state != LMTP_STATE_CLOSING)
 			session_close(s, "Server shutting down");
 		session_free_cb(s);

@@ -35,6 +35,10 @@ void lmtp_server_worker_init(struct net_worker *worker);
 void lmtp_server_worker_stopping(struct net_worker *worker);
 void lmtp_server_worker_deinit(struct net_worker *worker);
 
+struct io_pool;
+/* The pool for deliveries (NULL: on the worker thread). */
+void lmtp_server_set_io_pool(struct io_pool *pool);
+
 /* net_accept_fn for LMTP listeners. */
 void lmtp_server_accept(struct net_worker *worker, int fd,
 			const struct net_addr *peer,

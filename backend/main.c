@@ -366,6 +366,8 @@ int main(int argc, char **argv)
 			fatalx("%s", err);
 	}
 	imap_server_set_io_pool(io);
+	pop3_server_set_io_pool(io);
+	lmtp_server_set_io_pool(io);
 	pop3_server_set_master_auth(master);
 	unsigned int nworkers = (unsigned int)set.workers;
 	owner_init(set.hostname);

@@ -43,6 +43,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "log.h"
+#include "io_pool.h"
 #include "login.h"
 #include "mailbox.h"
 #include "maildir.h"
@@ -83,6 +84,12 @@ static struct node_config *config_current;
 static struct auth *server_auth;
 static struct tls_server *server_tls;
 static struct auth *master_auth;
+static struct io_pool *server_io;
+
+void pop3_server_set_io_pool(struct io_pool *pool)
+{
+	server_io = pool;
+}
 
 void pop3_server_set_tls(struct tls_server *tls)
 {
@@ -202,6 +209,13 @@ struct pop3_session {
 	const char *close_reason; /* close once out is written */
 
 	bool starttls_pending; /* STLS: handshake once +OK is written */
+	/* Disk work on the I/O pool (io_pool.h), as IMAP's: while busy the
+	 * loop leaves the session alone. */
+	unsigned int busy; /* enum pop3_busy */
+	struct pop3_command busy_cmd;
+	_Atomic bool job_running;
+	const char *pending_close;
+	bool login_ok;
 	bool trusted;          /* login_trusted_networks: a proxy */
 	char *master_user;     /* master login: the master */
 	char *master_target;   /* ... and the user it logs in as */
@@ -317,6 +331,12 @@ static void session_close(struct pop3_session *s, const char *reason)
 {
 	if (s->state == POP3_STATE_CLOSING)
 		return;
+	if (s->busy != 0) {
+		if (s->pending_close == NULL)
+			s->pending_close = reason;
+		conn_want(s->conn, false, false);
+		return;
+	}
 	if (s->state == POP3_STATE_TRANSACTION)
 		log_ctx_info(&s->log,
 			     "pop3: Disconnected: %s top=%llu retr=%llu/%llu "
@@ -429,6 +449,79 @@ static bool login_open(struct pop3_session *s, const char *user)
 	return true;
 }
 
+/* ---- the I/O pool ---------------------------------------------------------- */
+
+enum pop3_busy {
+	P_BUSY_NONE = 0,
+	P_BUSY_LOGIN,   /* login_disk */
+	P_BUSY_COMMAND, /* s->busy_cmd in TRANSACTION */
+	P_BUSY_STREAM,  /* the next piece of a RETR/TOP */
+};
+
+static void login_disk(struct pop3_session *s);
+static void login_finish(struct pop3_session *s);
+static void dispatch(struct pop3_session *s, const struct pop3_command *cmd);
+static void stream_msg_fill(struct pop3_session *s);
+
+static void job_run(void *context)
+{
+	struct pop3_session *s = context;
+	unsigned int delay = io_pool_test_delay_msecs(s->user);
+
+	if (delay > 0) {
+		struct timespec ts = { delay / 1000,
+				       (long)(delay % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	switch ((enum pop3_busy)s->busy) {
+	case P_BUSY_LOGIN:
+		login_disk(s);
+		break;
+	case P_BUSY_COMMAND:
+		dispatch(s, &s->busy_cmd);
+		break;
+	case P_BUSY_STREAM:
+		stream_msg_fill(s);
+		break;
+	case P_BUSY_NONE:
+		break;
+	}
+	atomic_store_explicit(&s->job_running, false, memory_order_release);
+}
+
+static void job_done(struct net_worker *worker, void *context)
+{
+	struct pop3_session *s = context;
+	enum pop3_busy kind = (enum pop3_busy)s->busy;
+	(void)worker;
+
+	s->busy = P_BUSY_NONE;
+	if (s->pending_close != NULL) {
+		session_close(s, s->pending_close);
+		return;
+	}
+	if (kind == P_BUSY_LOGIN) {
+		login_finish(s);
+		return;
+	}
+	session_pump(s);
+}
+
+static bool offload(struct pop3_session *s, enum pop3_busy kind)
+{
+	if (server_io == NULL)
+		return false;
+	s->busy = kind;
+	atomic_store(&s->job_running, true);
+	if (io_pool_submit(server_io, s->pw->worker, job_run, job_done, s) < 0) {
+		s->busy = P_BUSY_NONE;
+		atomic_store(&s->job_running, false);
+		return false;
+	}
+	conn_want(s->conn, false, false);
+	return true;
+}
+
 static void auth_callback(const struct auth_result *result, void *context)
 {
 	struct pop3_session *s = context;
@@ -463,16 +556,34 @@ static void auth_callback(const struct auth_result *result, void *context)
 	}
 	s->userip_key = xstrdup(key);
 	s->user = xstrdup(result->user);
-	if (!login_open(s, s->user)) {
-		login_failed(s, "-ERR [SYS/TEMP] Couldn't open INBOX.", 1);
+	if (offload(s, P_BUSY_LOGIN))
 		return;
-	}
+	login_disk(s);
+	login_finish(s);
+}
+
+/* The disk part of a login (may run on the pool): the INBOX and the
+ * owner file. */
+static void login_disk(struct pop3_session *s)
+{
+	s->login_ok = login_open(s, s->user);
+	if (!s->login_ok)
+		return;
 	char root[MAILDIR_PATH_MAX];
 	const char *lerr;
 	if (node_mail_location_expand(s->cfg->set.mail_location,
 				      str_cstr(s->user), root, sizeof(root),
 				      &lerr) >= 0)
 		s->owner = owner_acquire(s->user, root, &s->log);
+}
+
+/* Back on the loop: the answer. */
+static void login_finish(struct pop3_session *s)
+{
+	if (!s->login_ok) {
+		login_failed(s, "-ERR [SYS/TEMP] Couldn't open INBOX.", 1);
+		return;
+	}
 	uint64_t total = 0;
 	for (size_t i = 0; i < s->msg_count; i++)
 		total += s->msgs[i].vsize;
@@ -810,7 +921,9 @@ static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
 	buf_append_cstr(s->out, "+ \r\n");
 }
 
-static void run_command(struct pop3_session *s, const struct pop3_command *cmd)
+/* May run on a pool thread (TRANSACTION commands): nothing here may touch
+ * the loop (timers, the conn's events). */
+static void dispatch(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	bool authed = s->state == POP3_STATE_TRANSACTION;
 
@@ -976,7 +1089,12 @@ static bool handle_input(struct pop3_session *s)
 		bad_command(s);
 		return true;
 	}
-	run_command(s, &cmd);
+	if (s->state == POP3_STATE_TRANSACTION) {
+		s->busy_cmd = cmd;
+		if (offload(s, P_BUSY_COMMAND))
+			return true;
+	}
+	dispatch(s, &cmd);
 	/* PASS and AUTH lines carry secrets */
 	if (cmd.verb == POP3_VERB_PASS || cmd.verb == POP3_VERB_AUTH)
 		str_wipe(s->in, s->in_pos);
@@ -1085,6 +1203,10 @@ static bool start_tls(struct pop3_session *s)
 static void session_pump(struct pop3_session *s)
 {
 	while (s->state != POP3_STATE_CLOSING) {
+		if (s->busy != 0) {
+			conn_want(s->conn, false, false);
+			return;
+		}
 		if (s->out->len > 0) {
 			ssize_t n = conn_write(s->conn, s->out->data,
 					       s->out->len);
@@ -1116,6 +1238,8 @@ static void session_pump(struct pop3_session *s)
 			return;
 		}
 		if (s->stream == POP3_STREAM_MSG) {
+			if (offload(s, P_BUSY_STREAM))
+				return;
 			stream_msg_fill(s);
 			continue;
 		}
@@ -1170,7 +1294,7 @@ static void idle_timer_cb(void *context)
 {
 	struct pop3_session *s = context;
 
-	if (s->state == POP3_STATE_AUTHING)
+	if (s->state == POP3_STATE_AUTHING || s->busy != 0)
 		return;
 	/* best effort: the reply goes if the socket takes it now */
 	reply(s, "-ERR Disconnected for inactivity.");
@@ -1252,7 +1376,7 @@ static void worker_stopping(struct net_worker *worker, void *context)
 	 * or waiting for auth closes when it is done (or at the grace end) */
 	for (struct pop3_session *s = pw->sessions; s != NULL; s = s->next) {
 		if (s->state == POP3_STATE_CLOSING ||
-		    s->state == POP3_STATE_AUTHING ||
+		    s->state == POP3_STATE_AUTHING || s->busy != 0 ||
 		    s->stream != POP3_STREAM_NONE || s->out->len > 0)
 			continue;
 		session_pump(s);
@@ -1267,6 +1391,14 @@ static void worker_deinit(struct net_worker *worker, void *context)
 	pw->draining = false; /* no net_worker_drained from here */
 	while (pw->sessions != NULL) {
 		struct pop3_session *s = pw->sessions;
+		/* the loop has ended: a job's done will not run, but its pool
+		 * thread may still be in the session */
+		while (atomic_load_explicit(&s->job_running,
+					    memory_order_acquire)) {
+			struct timespec ts = { 0, 5 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+		s->busy = P_BUSY_NONE;
 		if (s->state != POP3_STATE_CLOSING)
 			session_close(s, "Server shutting down");
 		session_free_cb(s);
@@ -1289,12 +1421,14 @@ unsigned int pop3_server_worker_kick(struct net_worker *worker,
 			continue;
 		/* no UPDATE state: DELE marks are dropped (RFC 1939 6); no
 		 * -ERR in the middle of a RETR (it would read as mail) */
-		if (s->stream == POP3_STREAM_NONE && s->out->len == 0) {
+		if (s->busy == 0 && s->stream == POP3_STREAM_NONE &&
+		    s->out->len == 0) {
 			reply(s, "-ERR [SYS/TEMP] Disconnected by the "
 				 "administrator.");
 			(void)conn_write(s->conn, s->out->data, s->out->len);
 		}
-		s->stream = POP3_STREAM_NONE;
+		if (s->busy == 0)
+			s->stream = POP3_STREAM_NONE;
 		session_close(s, "Kicked by the administrator");
 		n++;
 	}

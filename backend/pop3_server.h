@@ -42,6 +42,10 @@ unsigned int pop3_server_worker_kick(struct net_worker *worker,
 /* The master users' passdb (NULL: no master logins). */
 void pop3_server_set_master_auth(struct auth *auth);
 
+struct io_pool;
+/* The pool for sessions' disk work (NULL: on the worker thread). */
+void pop3_server_set_io_pool(struct io_pool *pool);
+
 struct tls_server;
 /* The TLS server for STLS and ssl listeners (NULL: none). */
 void pop3_server_set_tls(struct tls_server *tls);

@@ -374,7 +374,8 @@ def test_slow_disk_of_one_user_does_not_stall_others(mailring_backend):
     """One worker thread; user1's disk work takes 3 s (test hook
     MAILRING_TEST_SLOW_USER): user2's commands on the same worker are
     answered meanwhile, because disk work runs on the I/O pool."""
-    b = mailring_backend(imap=True, start=False, settings={"workers": 1})
+    b = mailring_backend(imap=True, lmtp=True, start=False, settings={
+        "workers": 1, "auth_username_format": "%Ln"})
     env = dict(os.environ, MAILRING_TEST_SLOW_USER="user1:3000")
     b.proc = b.procs.start(
         b.name, [b.binary, "-c", b.conf_path], env=env, dir=b.dir,
@@ -403,6 +404,42 @@ def test_slow_disk_of_one_user_does_not_stall_others(mailring_backend):
     s.close()
     slow.logout()
     fast.logout()
+    # POP3 the same: user1's STAT waits on its disk, user2's does not
+    p1 = socket.create_connection((b.host, b.pop3_port), timeout=10)
+    f1 = p1.makefile("rwb", buffering=0)
+    assert f1.readline().startswith(b"+OK")
+    f1.write(b"USER user1\r\n")
+    assert f1.readline().startswith(b"+OK")
+    f1.write(b"PASS pass\r\n")  # the login's disk work: 3 s
+    time.sleep(0.2)
+    t = time.time()
+    p2 = poplib.POP3(b.host, b.pop3_port, timeout=10)
+    p2.user("user2")
+    p2.pass_("pass")
+    assert p2.stat()[0] >= 0
+    p2.quit()
+    assert time.time() - t < 1.5
+    assert f1.readline().startswith(b"+OK Logged in")
+    p1.close()
+    # LMTP: a delivery to user1 waits on its disk (3 s); user2's session
+    # on the same worker is answered meanwhile
+    import smtplib
+    l1 = socket.create_connection((b.host, b.lmtp_port), timeout=10)
+    g = l1.makefile("rwb", buffering=0)
+    assert g.readline().startswith(b"220")
+    g.write(b"LHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<user1@example.com>\r\n"
+            b"DATA\r\n")
+    lines = [g.readline() for _ in range(5 + 1 + 1 + 1)]
+    assert lines[-1].startswith(b"354"), lines
+    g.write(b"Subject: slow\r\n\r\nx\r\n.\r\n")
+    time.sleep(0.2)
+    t = time.time()
+    l2 = smtplib.LMTP(b.host, b.lmtp_port)
+    l2.sendmail("a@b", ["user2@example.com"], b"Subject: fast\r\n\r\nx\r\n")
+    l2.quit()
+    assert time.time() - t < 1.5
+    assert g.readline().startswith(b"250")
+    l1.close()
 
 
 def test_lmtp_detail_delivery(mailring_backend):
