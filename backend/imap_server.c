@@ -1228,6 +1228,9 @@ void imap_server_accept(struct net_worker *worker, int fd,
 
 	s->iw = iw;
 	s->cfg = config_ref();
+	/* answers are whole in our buffer: Nagle would only add a
+	 * delayed-ACK stall between two writes of one answer */
+	(void)net_set_nodelay(fd, true);
 	s->conn = conn_new(base, fd, conn_cb, s);
 	const struct imap_parser_limits limits = {
 		.max_line_len = s->cfg->max_line_length,

@@ -1076,6 +1076,9 @@ void lmtp_server_accept(struct net_worker *worker, int fd,
 	s->lw = lw;
 	s->cfg = config_ref();
 	s->tx.fd = -1;
+	/* answers are whole in our buffer: Nagle would only add a
+	 * delayed-ACK stall between two writes of one answer */
+	(void)net_set_nodelay(fd, true);
 	s->conn = conn_new(base, fd, conn_cb, s);
 	const struct smtp_parser_limits limits = {
 		.max_line_len = s->cfg->max_line_length,

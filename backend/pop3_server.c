@@ -1315,6 +1315,9 @@ void pop3_server_accept(struct net_worker *worker, int fd,
 	s->pw = pw;
 	s->cfg = config_ref();
 	s->fd = -1;
+	/* answers are whole in our buffer: Nagle would only add a
+	 * delayed-ACK stall between two writes of one answer */
+	(void)net_set_nodelay(fd, true);
 	s->conn = conn_new(base, fd, conn_cb, s);
 	const struct pop3_parser_limits limits = {
 		.max_line_len = s->cfg->set.max_line_length,

@@ -436,6 +436,10 @@ void client_accept(struct net_worker *nw, int fd, const struct net_addr *peer,
 	struct proxy_worker *w = net_worker_get_data(nw);
 	size_t listener_idx = (size_t)(uintptr_t)context;
 	struct proxy_config *cfg = proxy_config_ref();
+
+	/* a reply written in two pieces (LMTP's "250 ..." and its CRLF,
+	 * relayed answers) must not wait for the client's delayed ACK */
+	(void)net_set_nodelay(fd, true);
 	const struct listener_settings *l = &cfg->set.listeners[listener_idx];
 	const struct client_protocol *proto =
 		l->protocol == LISTENER_LMTP ? &lmtp_protocol :
