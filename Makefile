@@ -193,3 +193,10 @@ help:
 	@sed -n '2,12p' Makefile
 
 -include $(shell find $(BUILD) $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+
+# ---- benchmarks (tests/bench/bench.py; docs/bench/results.md) -------------
+# BENCH_SCALE=quick (seconds) | default (<= ~10 min) | large (issue sizes)
+.PHONY: bench
+bench: deps
+	$(MAKE) all
+	$(PYTHON) tests/bench/bench.py

@@ -11,7 +11,7 @@ libssl-dev openssl libevent-dev libhiredis-dev libldns-dev ldnsutils
 libcmocka-dev libcrypt-dev
 redis-server
 dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
-python3 python3-pytest curl isync faketime libfaketime
+python3 python3-pytest curl isync faketime libfaketime gnuplot-nox
 "
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
