@@ -44,7 +44,18 @@ size_t ring_rank(const struct ring_candidate *cands, size_t n,
 	if (max == 0)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
-		double s = ring_score(user_hash, &cands[i]);
+		const struct ring_candidate *c = &cands[i];
+		if (c->weight == 0)
+			continue;
+		uint64_t h = splitmix64(user_hash ^ c->id_hash);
+		double u = ((double)(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+		/* The score w / -ln(u) is below w / (1 - u) (-ln(u) > 1 - u
+		 * on (0, 1)): when that bound cannot enter a full list, skip
+		 * the log. Exact: the same ranking as scoring every one, at
+		 * a fraction of the cost with many backends. */
+		if (found == max && (double)c->weight <= best[max - 1] * (1.0 - u))
+			continue;
+		double s = (double)c->weight / -log(u);
 		if (s <= 0.0)
 			continue;
 		size_t pos = found;

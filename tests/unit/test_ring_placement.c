@@ -181,6 +181,47 @@ static void test_minimal_disruption(void **state)
 	assert_minimal(moved(&a, &b), 4.0 / 25 - 1.0 / 22, "reweight 4->1");
 }
 
+/* ring_rank skips the log for candidates whose upper bound cannot enter
+ * the list: its answer must be exactly the full scoring's, for every
+ * depth, with weights that differ and some that are 0. */
+static void test_rank_matches_full_scoring(void **state)
+{
+	enum { N = 500, NUSERS = 300 };
+	struct ring_candidate cands[N];
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	(void)state;
+
+	for (size_t i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		cands[i].id_hash = seed;
+		cands[i].weight = (uint32_t)((seed >> 33) % 7 == 0 ? 0
+								: (seed >> 40) % 300 + 1);
+	}
+	for (uint64_t u = 0; u < NUSERS; u++) {
+		uint64_t uh = u * 0x2545f4914f6cdd1dull + 7;
+		uint32_t got[RING_RANK_MAX];
+		size_t n = ring_rank(cands, N, uh, got, RING_RANK_MAX);
+		assert_int_equal(n, RING_RANK_MAX);
+		/* the reference: score all, select the best one by one */
+		bool used[N] = { false };
+		for (size_t k = 0; k < n; k++) {
+			double best = 0.0;
+			size_t bi = N;
+			for (size_t i = 0; i < N; i++) {
+				double sc = ring_score(uh, &cands[i]);
+				if (!used[i] && sc > best) {
+					best = sc;
+					bi = i;
+				}
+			}
+			assert_true(bi < N);
+			used[bi] = true;
+			assert_int_equal(got[k], bi);
+		}
+		assert_int_equal(ring_pick(cands, N, uh), (long)got[0]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_rank_orders_fallbacks),
 		cmocka_unit_test(test_weighted_shares),
 		cmocka_unit_test(test_minimal_disruption),
+		cmocka_unit_test(test_rank_matches_full_scoring),
 	};
 	return cmocka_run_group_tests_name("ring_placement", tests, NULL, NULL);
 }
