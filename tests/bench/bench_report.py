@@ -418,9 +418,10 @@ def why_missed(ctx):
     if pl is not None and pl < T["placement_per_core"]:
         lines.append(
             "- Placement: rendezvous hashing is O(backends) per unmapped "
-            "user and `ring_score` takes a `log()` per backend "
-            "(ring/placement.c), so at 500 backends one lookup costs ~500 "
-            "logs; it misses by %.0f×. Mapped users (every login after a "
+            "user: a hash per backend, and a `log()` for each backend whose "
+            "bound w/(1-u) can still enter the ranking (ring/placement.c); "
+            "a 16-deep ranking keeps that bound loose, so at 500 backends "
+            "it misses by %.0f×. Mapped users (every login after a "
             "user's first) skip placement: `director_route` of a mapped "
             "user runs at %s/s. Reaching 5M/s at 500 backends needs a "
             "different scheme for the first placement (e.g. a cached "
