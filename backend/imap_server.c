@@ -1083,9 +1083,8 @@ static bool handle_input(struct imap_session *s)
 static bool start_tls(struct imap_session *s)
 {
 	char err[TLS_ERROR_MAX] = "";
-	SSL *ssl = tls_server_ssl_new(server_tls, err, sizeof(err));
 
-	if (ssl == NULL || conn_start_tls(s->conn, ssl, true) < 0) {
+	if (tls_server_start(server_tls, s->conn, err, sizeof(err)) < 0) {
 		log_ctx_error(&s->log, "imap: TLS initialization failed: %s",
 			      err);
 		session_close(s, "TLS initialization failed");

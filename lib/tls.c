@@ -1,5 +1,7 @@
 #include "tls.h"
 
+#include "conn.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -973,4 +975,18 @@ int tls_selfsigned_write(const char *cert_file, const char *key_file,
 	X509_free(x509);
 	EVP_PKEY_free(pkey);
 	return ret;
+}
+
+int tls_server_start(struct tls_server *srv, struct conn *c, char *err,
+		     size_t errsize)
+{
+	SSL *ssl = tls_server_ssl_new(srv, err, errsize);
+
+	if (ssl == NULL)
+		return -1;
+	if (conn_start_tls(c, ssl, true) < 0) {
+		str_printf(err, errsize, "%s", conn_error(c));
+		return -1;
+	}
+	return 0;
 }

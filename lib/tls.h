@@ -86,6 +86,13 @@ SSL_CTX *tls_server_get_ctx(struct tls_server *srv);
  * owns the SSL. Returns NULL with err set on failure. Thread-safe. */
 SSL *tls_server_ssl_new(struct tls_server *srv, char *err, size_t errsize);
 
+struct conn;
+/* A new SSL in accept state on c (tls_server_ssl_new + conn_start_tls):
+ * the server side of STARTTLS/STLS or an implicit-TLS listener. 0, or -1
+ * with err set (the conn is left to the caller to close). */
+int tls_server_start(struct tls_server *srv, struct conn *c, char *err,
+		     size_t errsize);
+
 /* Drops the server's reference to its context (live SSL objects keep theirs)
  * and frees *srv; sets *srv to NULL. Safe on NULL. */
 void tls_server_free(struct tls_server **srv);

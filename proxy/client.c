@@ -132,8 +132,8 @@ static void client_flush(struct client *c)
 		    !conn_in_handshake(c->conn) && !conn_is_tls(c->conn)) {
 			/* STARTTLS answer is out: now the handshake */
 			char err[TLS_ERROR_MAX] = "";
-			SSL *ssl = tls_server_ssl_new(proxy.tls, err, sizeof(err));
-			if (ssl == NULL || conn_start_tls(c->conn, ssl, true) < 0) {
+			if (tls_server_start(proxy.tls, c->conn, err,
+					     sizeof(err)) < 0) {
 				struct log_ctx ctx;
 				client_log_ctx(c, &ctx);
 				log_ctx_error(&ctx, "STARTTLS failed: %s", err);
@@ -418,8 +418,7 @@ static void client_after_header(struct client *c)
 	c->iplimit_held = true;
 	if (c->listener->ssl) {
 		char err[TLS_ERROR_MAX] = "";
-		SSL *ssl = tls_server_ssl_new(proxy.tls, err, sizeof(err));
-		if (ssl == NULL || conn_start_tls(c->conn, ssl, true) < 0) {
+		if (tls_server_start(proxy.tls, c->conn, err, sizeof(err)) < 0) {
 			log_error("TLS initialization failed: %s", err);
 			client_destroy(c, NULL);
 			return;
