@@ -703,13 +703,8 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd);
 static void job_run(void *context)
 {
 	struct imap_session *s = context;
-	unsigned int delay = io_pool_test_delay_msecs(s->user);
 
-	if (delay > 0) {
-		struct timespec ts = { delay / 1000,
-				       (long)(delay % 1000) * 1000000L };
-		nanosleep(&ts, NULL);
-	}
+	io_pool_test_delay(s->user);
 	switch ((enum imap_busy)s->busy) {
 	case BUSY_COMMAND:
 		dispatch(s, &s->busy_cmd);
@@ -726,7 +721,6 @@ static void job_run(void *context)
 	case BUSY_NONE:
 		break;
 	}
-	atomic_store_explicit(&s->job_running, false, memory_order_release);
 }
 
 static void job_done(struct net_worker *worker, void *context)
@@ -748,10 +742,9 @@ static bool offload(struct imap_session *s, enum imap_busy kind)
 	if (server_io == NULL)
 		return false;
 	s->busy = kind;
-	atomic_store(&s->job_running, true);
-	if (io_pool_submit(server_io, s->iw->worker, job_run, job_done, s) < 0) {
+	if (io_pool_submit(server_io, s->iw->worker, job_run, job_done, s,
+			   &s->job_running) < 0) {
 		s->busy = BUSY_NONE;
-		atomic_store(&s->job_running, false);
 		return false;
 	}
 	conn_want(s->conn, false, false);
@@ -1313,11 +1306,7 @@ void imap_server_worker_deinit(struct net_worker *worker)
 		struct imap_session *s = iw->sessions;
 		/* the loop has ended: a job's done callback will not run, but
 		 * its pool thread may still be in the session */
-		while (atomic_load_explicit(&s->job_running,
-					    memory_order_acquire)) {
-			struct timespec ts = { 0, 5 * 1000000L };
-			nanosleep(&ts, NULL);
-		}
+		io_pool_job_wait(&s->job_running);
 		s->busy = BUSY_NONE;
 		if (s->state != IMAP_STATE_CLOSING)
 			session_close(s, "Server shutting down");

@@ -1,8 +1,10 @@
 #include "io_pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "str.h"
 #include "xmalloc.h"
@@ -15,6 +17,7 @@ struct io_job {
 	io_pool_run_fn *run;
 	net_worker_fn *done;
 	void *context;
+	_Atomic bool *running;
 };
 
 struct io_pool {
@@ -44,6 +47,9 @@ static void *pool_thread(void *arg)
 			p->tail = NULL;
 		pthread_mutex_unlock(&p->lock);
 		job->run(job->context);
+		if (job->running != NULL)
+			atomic_store_explicit(job->running, false,
+					      memory_order_release);
 		/* done runs on the worker; if its loop already ended the
 		 * session goes with the worker's deinit */
 		(void)net_worker_run(job->worker, job->done, job->context);
@@ -83,7 +89,8 @@ struct io_pool *io_pool_new(unsigned int threads, char *err, size_t errsize)
 }
 
 int io_pool_submit(struct io_pool *p, struct net_worker *worker,
-		   io_pool_run_fn *run, net_worker_fn *done, void *context)
+		   io_pool_run_fn *run, net_worker_fn *done, void *context,
+		   _Atomic bool *running)
 {
 	struct io_job *job = xcalloc(1, sizeof(*job));
 
@@ -91,12 +98,15 @@ int io_pool_submit(struct io_pool *p, struct net_worker *worker,
 	job->run = run;
 	job->done = done;
 	job->context = context;
+	job->running = running;
 	pthread_mutex_lock(&p->lock);
 	if (p->stopping) {
 		pthread_mutex_unlock(&p->lock);
 		free(job);
 		return -1;
 	}
+	if (running != NULL)
+		atomic_store(running, true);
 	if (p->tail != NULL)
 		p->tail->next = job;
 	else
@@ -161,4 +171,23 @@ unsigned int io_pool_test_delay_msecs(const char *user)
 	if (user == NULL || slow_msecs == 0 || strcmp(user, slow_user) != 0)
 		return 0;
 	return slow_msecs;
+}
+
+static void sleep_msecs(unsigned int msecs)
+{
+	struct timespec ts = { msecs / 1000, (long)(msecs % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+void io_pool_test_delay(const char *user)
+{
+	unsigned int delay = io_pool_test_delay_msecs(user);
+	if (delay > 0)
+		sleep_msecs(delay);
+}
+
+void io_pool_job_wait(const _Atomic bool *running)
+{
+	while (atomic_load_explicit(running, memory_order_acquire))
+		sleep_msecs(5);
 }

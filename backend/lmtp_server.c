@@ -552,20 +552,10 @@ void lmtp_server_set_io_pool(struct io_pool *pool)
 static void deliver_job(void *context)
 {
 	struct lmtp_session *s = context;
-	unsigned int delay = 0;
 
-	for (size_t i = 0; i < s->tx.rcpt_count; i++) {
-		unsigned int d = io_pool_test_delay_msecs(s->tx.rcpts[i].user);
-		if (d > delay)
-			delay = d;
-	}
-	if (delay > 0) {
-		struct timespec ts = { delay / 1000,
-				       (long)(delay % 1000) * 1000000L };
-		nanosleep(&ts, NULL);
-	}
+	for (size_t i = 0; i < s->tx.rcpt_count; i++)
+		io_pool_test_delay(s->tx.rcpts[i].user);
 	deliver_all(s);
-	atomic_store_explicit(&s->job_running, false, memory_order_release);
 }
 
 static void deliver_done(struct net_worker *worker, void *context)
@@ -591,14 +581,12 @@ static void data_end(struct lmtp_session *s, bool too_big)
 	 * slow disk does not stall the other sessions of this worker */
 	if (!too_big && server_io != NULL) {
 		s->busy = true;
-		atomic_store(&s->job_running, true);
 		if (io_pool_submit(server_io, s->lw->worker, deliver_job,
-				   deliver_done, s) == 0) {
+				   deliver_done, s, &s->job_running) == 0) {
 			conn_want(s->conn, false, false);
 			return;
 		}
 		s->busy = false;
-		atomic_store(&s->job_running, false);
 	}
 
 	if (too_big) {
@@ -1149,11 +1137,7 @@ void lmtp_server_worker_deinit(struct net_worker *worker)
 		return;
 	while (lw->sessions != NULL) {
 		struct lmtp_session *s = lw->sessions;
-		while (atomic_load_explicit(&s->job_running,
-					    memory_order_acquire)) {
-			struct timespec ts = { 0, 5 * 1000000L };
-			nanosleep(&ts, NULL);
-		}
+		io_pool_job_wait(&s->job_running);
 		s->busy = false;
 		if (s->state != LMTP_STATE_CLOSING)
 			session_close(s, "Server shutting down");

@@ -466,13 +466,8 @@ static void stream_msg_fill(struct pop3_session *s);
 static void job_run(void *context)
 {
 	struct pop3_session *s = context;
-	unsigned int delay = io_pool_test_delay_msecs(s->user);
 
-	if (delay > 0) {
-		struct timespec ts = { delay / 1000,
-				       (long)(delay % 1000) * 1000000L };
-		nanosleep(&ts, NULL);
-	}
+	io_pool_test_delay(s->user);
 	switch ((enum pop3_busy)s->busy) {
 	case P_BUSY_LOGIN:
 		login_disk(s);
@@ -486,7 +481,6 @@ static void job_run(void *context)
 	case P_BUSY_NONE:
 		break;
 	}
-	atomic_store_explicit(&s->job_running, false, memory_order_release);
 }
 
 static void job_done(struct net_worker *worker, void *context)
@@ -512,10 +506,9 @@ static bool offload(struct pop3_session *s, enum pop3_busy kind)
 	if (server_io == NULL)
 		return false;
 	s->busy = kind;
-	atomic_store(&s->job_running, true);
-	if (io_pool_submit(server_io, s->pw->worker, job_run, job_done, s) < 0) {
+	if (io_pool_submit(server_io, s->pw->worker, job_run, job_done, s,
+			   &s->job_running) < 0) {
 		s->busy = P_BUSY_NONE;
-		atomic_store(&s->job_running, false);
 		return false;
 	}
 	conn_want(s->conn, false, false);
@@ -1395,11 +1388,7 @@ static void worker_deinit(struct net_worker *worker, void *context)
 		struct pop3_session *s = pw->sessions;
 		/* the loop has ended: a job's done will not run, but its pool
 		 * thread may still be in the session */
-		while (atomic_load_explicit(&s->job_running,
-					    memory_order_acquire)) {
-			struct timespec ts = { 0, 5 * 1000000L };
-			nanosleep(&ts, NULL);
-		}
+		io_pool_job_wait(&s->job_running);
 		s->busy = P_BUSY_NONE;
 		if (s->state != POP3_STATE_CLOSING)
 			session_close(s, "Server shutting down");
