@@ -439,19 +439,6 @@ static bool parse_modifiers(struct imap_session *s, struct imap_fetch_job *job,
 
 /* ---- starting ------------------------------------------------------------- */
 
-static bool set_max(const struct imap_seqset *set, uint32_t star,
-		    uint32_t *max_r)
-{
-	struct imap_seqset_iter it;
-	uint32_t lo, hi, max = 0;
-
-	imap_seqset_iter_init(&it, set, star, UINT32_MAX);
-	while (imap_seqset_iter_next_range(&it, &lo, &hi))
-		max = hi;
-	*max_r = max;
-	return true;
-}
-
 void imap_cmd_fetch(struct imap_session *s, const char *tag,
 		    const struct imap_command *cmd, bool uid)
 {
@@ -492,9 +479,7 @@ void imap_cmd_fetch(struct imap_session *s, const char *tag,
 				   ? s->view[s->view_count - 1].uid
 				   : 0)
 			    : s->view_count;
-	uint32_t max;
-	set_max(set, star, &max);
-	if (!uid && (max > s->view_count)) {
+	if (!uid && imap_seqset_max(set, star) > s->view_count) {
 		imap_seqset_free(&set);
 		imap_fetch_free(&job);
 		imap_out(s, "%s BAD Error in IMAP command %s: Invalid "

@@ -458,15 +458,6 @@ static int out_status(struct imap_session *s, const char *name,
 	return 0;
 }
 
-static bool folder_exists(const char *dir)
-{
-	char path[MAILDIR_PATH_MAX];
-	struct stat st;
-
-	return str_printf(path, sizeof(path), "%s/cur", dir) >= 0 &&
-	       stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 void imap_cmd_status(struct imap_session *s, const char *tag,
 		     const struct imap_command *cmd)
 {
@@ -481,7 +472,7 @@ void imap_cmd_status(struct imap_session *s, const char *tag,
 	if (!imap_arg_mailbox(s, tag, "STATUS", &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
-	if (!folder_exists(dir)) {
+	if (!maildir_exists(dir)) {
 		imap_done(s, tag, true, "NO Mailbox doesn't exist: %s", name);
 		return;
 	}
@@ -719,7 +710,7 @@ void imap_cmd_create(struct imap_session *s, const char *tag,
 	if (!imap_arg_mailbox(s, tag, "CREATE", &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
-	if (strcmp(name, "INBOX") == 0 || folder_exists(dir)) {
+	if (strcmp(name, "INBOX") == 0 || maildir_exists(dir)) {
 		imap_done(s, tag, true, "NO [ALREADYEXISTS] Mailbox already "
 					"exists");
 		return;
@@ -902,7 +893,7 @@ void imap_cmd_rename(struct imap_session *s, const char *tag,
 	    !imap_arg_mailbox(s, tag, "RENAME", &cmd->args[1], nname, sizeof(nname),
 		      ndir, sizeof(ndir)))
 		return;
-	if (strcmp(nname, "INBOX") == 0 || folder_exists(ndir)) {
+	if (strcmp(nname, "INBOX") == 0 || maildir_exists(ndir)) {
 		imap_done(s, tag, true, "NO [ALREADYEXISTS] Target mailbox "
 					"already exists");
 		return;
@@ -964,7 +955,7 @@ void imap_cmd_subscribe(struct imap_session *s, const char *tag,
 	if (!imap_arg_mailbox(s, tag, cmdname, &cmd->args[0], name, sizeof(name), dir,
 		      sizeof(dir)))
 		return;
-	if (subscribe && strcmp(name, "INBOX") != 0 && !folder_exists(dir)) {
+	if (subscribe && strcmp(name, "INBOX") != 0 && !maildir_exists(dir)) {
 		imap_done(s, tag, true, "NO [NONEXISTENT] Mailbox doesn't "
 					"exist: %s", name);
 		return;

@@ -86,7 +86,7 @@ struct imap_view_msg {
  * last sync, nothing changed and no rescan is needed. */
 struct imap_stamp {
 	int64_t cur_ns, new_ns, kw_ns, index_ns;
-	int64_t index_size, log_size;
+	int64_t log_size;
 };
 
 struct imap_fetch_job;

@@ -251,7 +251,6 @@ static void stamp_read(const struct imap_session *s, struct imap_stamp *st)
 	st->kw_ns = path_mtime_ns(s->mbox_dir, MAILDIR_KEYWORDS_FILE, NULL);
 	st->index_ns = path_mtime_ns(s->mbox_dir, MAILINDEX_LOG_NAME,
 				     &st->log_size);
-	st->index_size = 0;
 }
 
 static bool stamp_trusted(const struct imap_stamp *st)
@@ -418,15 +417,6 @@ void imap_unselect(struct imap_session *s)
 		s->state = IMAP_STATE_AUTH;
 }
 
-static bool mailbox_exists(const char *dir)
-{
-	char path[MAILDIR_PATH_MAX];
-	struct stat st;
-
-	return str_printf(path, sizeof(path), "%s/cur", dir) >= 0 &&
-	       stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static struct mailbox_settings mailbox_set(const struct imap_session *s)
 {
 	struct mailbox_settings ms = {
@@ -518,7 +508,7 @@ void imap_cmd_select(struct imap_session *s, const char *tag,
 			return;
 		}
 	}
-	if (!mailbox_exists(dir)) {
+	if (!maildir_exists(dir)) {
 		imap_out(s, "%s NO Mailbox doesn't exist: %s\r\n", tag, name);
 		return;
 	}
@@ -620,12 +610,7 @@ static bool select_set(struct imap_session *s, const char *tag,
 	if (!uid) {
 		/* a sequence number past the end is an error (RFC 3501
 		 * 6.4.8 says BAD; Dovecot: "Invalid messageset") */
-		struct imap_seqset_iter it;
-		uint32_t lo, hi, max = 0;
-		imap_seqset_iter_init(&it, set, star, UINT32_MAX);
-		while (imap_seqset_iter_next_range(&it, &lo, &hi))
-			max = hi;
-		if (max > s->view_count) {
+		if (imap_seqset_max(set, star) > s->view_count) {
 			imap_seqset_free(&set);
 			imap_out(s, "%s BAD Error in IMAP command %s: Invalid "
 				 "messageset\r\n", tag, cmdname);
@@ -878,7 +863,7 @@ void imap_cmd_copy(struct imap_session *s, const char *tag,
 	if (!imap_arg_mailbox(s, tag, cmdname, &cmd->args[1], name, sizeof(name),
 			 dir, sizeof(dir)))
 		return;
-	if (!mailbox_exists(dir)) {
+	if (!maildir_exists(dir)) {
 		imap_done(s, tag, false, "NO [TRYCREATE] Mailbox doesn't "
 					 "exist: %s", name);
 		return;
@@ -1213,7 +1198,7 @@ void imap_cmd_append(struct imap_session *s, const char *tag,
 		return;
 	}
 	struct str data = args[i].str;
-	if (!mailbox_exists(dir)) {
+	if (!maildir_exists(dir)) {
 		imap_done(s, tag, false, "NO [TRYCREATE] Mailbox doesn't "
 					 "exist: %s", name);
 		return;

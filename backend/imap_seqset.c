@@ -271,3 +271,14 @@ bool imap_seqset_iter_next(struct imap_seqset_iter *it, uint32_t *value_r)
 	*value_r = (uint32_t)it->cur++;
 	return true;
 }
+
+uint32_t imap_seqset_max(const struct imap_seqset *set, uint32_t star)
+{
+	struct imap_seqset_iter it;
+	uint32_t lo, hi, max = 0;
+
+	imap_seqset_iter_init(&it, set, star, UINT32_MAX);
+	while (imap_seqset_iter_next_range(&it, &lo, &hi))
+		max = hi;
+	return max;
+}

@@ -47,6 +47,8 @@ void imap_seqset_free(struct imap_seqset **set);
 bool imap_seqset_contains(const struct imap_seqset *set, uint32_t value,
 			  uint32_t star);
 
+/* The highest value the set names when "*" means star (0: none). */
+uint32_t imap_seqset_max(const struct imap_seqset *set, uint32_t star);
 /* Whether the set uses "*" anywhere. */
 bool imap_seqset_has_star(const struct imap_seqset *set);
 

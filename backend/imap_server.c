@@ -1316,12 +1316,6 @@ void imap_server_worker_deinit(struct net_worker *worker)
 	worker_state = NULL;
 }
 
-unsigned int imap_server_worker_sessions(struct net_worker *worker)
-{
-	(void)worker;
-	return worker_state != NULL ? worker_state->count : 0;
-}
-
 unsigned int imap_server_worker_kick(struct net_worker *worker,
 				     const char *user)
 {

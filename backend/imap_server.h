@@ -28,12 +28,10 @@ void imap_server_deinit(void);
 
 /* Worker hooks, called from the daemon's own net_workers hooks: init
  * before the loop; stopping when draining starts (sessions get "* BYE
- * Server shutting down." between commands); deinit after the loop.
- * imap_server_worker_busy() tells whether IMAP sessions remain. */
+ * Server shutting down." between commands); deinit after the loop. */
 void imap_server_worker_init(struct net_worker *worker);
 void imap_server_worker_stopping(struct net_worker *worker);
 void imap_server_worker_deinit(struct net_worker *worker);
-unsigned int imap_server_worker_sessions(struct net_worker *worker);
 
 /* Closes every IMAP session of user on this worker ("* BYE" first; the
  * director's kick). Returns how many were closed. */

@@ -664,14 +664,11 @@ static void rcpt_lookup_done(const struct auth_result *res, void *context)
 		 * (lmtp_save_to_detail_mailbox), else INBOX */
 		if (tx->pending_detail != NULL &&
 		    s->cfg->save_to_detail_mailbox) {
-			char fdir[MAILDIR_PATH_MAX], cur[MAILDIR_PATH_MAX];
+			char fdir[MAILDIR_PATH_MAX];
 			struct maildir_error merr;
-			struct stat st;
 			if (maildir_folder_path(dir, str_cstr(tx->pending_detail),
 						fdir, sizeof(fdir), &merr) == 0 &&
-			    str_printf(cur, sizeof(cur), "%s/cur", fdir) >= 0 &&
-			    stat(cur, &st) == 0 && S_ISDIR(st.st_mode) &&
-			    strcmp(fdir, dir) != 0)
+			    maildir_exists(fdir) && strcmp(fdir, dir) != 0)
 				str_copy(str_cstr(fdir), dir, sizeof(dir));
 		}
 		tx->rcpts = xreallocarray(tx->rcpts, tx->rcpt_count + 1,

@@ -1523,3 +1523,12 @@ int maildir_file_vsize(const char *path, uint64_t *vsize_r)
 	*vsize_r = size;
 	return 0;
 }
+
+bool maildir_exists(const char *dir)
+{
+	char path[MAILDIR_PATH_MAX];
+	struct stat st;
+
+	return path_make(path, dir, "cur", NULL, NULL) == 0 &&
+	       stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}

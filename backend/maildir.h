@@ -161,6 +161,8 @@ int maildir_folder_from_dirname(const char *dirname, char *name_r,
  * fsyncs dir and its parent. Returns 1 created, 0 it already was a
  * complete mailbox, -1 error. */
 int maildir_create(const char *dir, struct maildir_error *err);
+/* Whether dir is a mailbox (has its cur/ directory). */
+bool maildir_exists(const char *dir);
 /* Creates folder name under root (with "maildirfolder"). 1 created, 0 it
  * exists already (not an error for LMTP autocreate; IMAP CREATE maps it to
  * NO), -1 error. INBOX refused. */

@@ -66,6 +66,21 @@ static char *render(const struct imap_seqset *set, uint32_t star, uint32_t max)
 		assert_null(set_);                                             \
 	} while (0)
 
+static void test_max(void **state)
+{
+	(void)state;
+	struct imap_seqset *set = must_parse("3,7:9");
+	assert_int_equal(imap_seqset_max(set, 100), 9);
+	imap_seqset_free(&set);
+	set = must_parse("2:*");
+	assert_int_equal(imap_seqset_max(set, 50), 50);
+	assert_int_equal(imap_seqset_max(set, 0), 0); /* empty mailbox */
+	imap_seqset_free(&set);
+	set = must_parse("100:*");
+	assert_int_equal(imap_seqset_max(set, 5), 100); /* 5:100 */
+	imap_seqset_free(&set);
+}
+
 static void test_basic(void **state)
 {
 	(void)state;
@@ -257,6 +272,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_basic),
+	    cmocka_unit_test(test_max),
 	    cmocka_unit_test(test_merge),
 	    cmocka_unit_test(test_star),
 	    cmocka_unit_test(test_empty_mailbox),
