@@ -1226,7 +1226,12 @@ void imap_server_accept(struct net_worker *worker, int fd,
 	s->conn = conn_new(base, fd, conn_cb, s);
 	const struct imap_parser_limits limits = {
 		.max_line_len = s->cfg->max_line_length,
-		.max_literal_size = s->cfg->max_append_size,
+		/* a literal also lives in the session's memory: the parser
+		 * enforces both limits, for {n+} literals too */
+		.max_literal_size =
+		    s->cfg->max_append_size < s->cfg->session_memory_max / 2
+			? s->cfg->max_append_size
+			: s->cfg->session_memory_max / 2,
 		.max_list_depth = 16,
 		.max_args = 100000,
 		.allow_8bit_quoted = true,

@@ -212,3 +212,32 @@ def test_select_over_session_memory_is_refused(mailring_backend):
     # the session goes on; a small mailbox still opens
     assert m.select("Trash")[0] == "OK"
     m.logout()
+
+
+def test_nonsync_literal_over_session_memory_is_refused(mailring_backend):
+    # {n+} cannot be refused before it arrives: the parser's literal cap
+    # (half of imap_session_memory_max here) makes it a fatal error
+    b = mailring_backend(imap=True, settings={
+        "imap_session_memory_max": "256k", "imap_max_append_size": "1M"})
+    s, f = raw(b)
+    f.write(b"a LOGIN user1 pass\r\n")
+    assert until_tagged(f, b"a")[-1].startswith(b"a OK")
+    f.write(b"b APPEND INBOX {200000+}\r\n")
+    line = f.readline()
+    assert line.startswith(b"* BAD") or line.startswith(b"b NO"), line
+    s.close()
+    m = imap(b)  # the node goes on
+    assert m.noop()[0] == "OK"
+    m.logout()
+
+
+def test_idle_timeout_closes_with_bye(mailring_backend):
+    b = mailring_backend(imap=True, settings={"imap_idle_timeout": "1s"})
+    s, f = raw(b)
+    f.write(b"a LOGIN user1 pass\r\n")
+    assert until_tagged(f, b"a")[-1].startswith(b"a OK")
+    t = time.time()
+    assert f.readline() == b"* BYE Disconnected for inactivity.\r\n"
+    assert 0.8 < time.time() - t < 5
+    assert f.readline() == b""
+    s.close()
